@@ -1,0 +1,84 @@
+"""queue_core: a Redis job queue for Python, with BullMQ's model in Python idiom.
+
+Delivery is at least once: after a crash a job can run twice, so make processors
+idempotent (a stable ``job_id``, idempotency keys). The curated public API is below.
+"""
+
+from queue_core.commands import JobSpec
+from queue_core.errors import (
+    DelayedError,
+    InvalidOptionError,
+    JobNotFoundError,
+    JobTimeoutError,
+    LockLostError,
+    PayloadTooLargeError,
+    QueueError,
+    RateLimitError,
+    RedisUnavailableError,
+    SerializationError,
+    StalledJobError,
+    UnrecoverableError,
+)
+from queue_core.hooks import (
+    EnqueuedJob,
+    EnqueueEvent,
+    Hook,
+    JobEvent,
+    Outcome,
+    ProcessEvent,
+    RateLimitEvent,
+    StalledEvent,
+    WorkerEvent,
+    register_hook,
+    unregister_hook,
+)
+from queue_core.job import Job, JobState
+from queue_core.log import configure_logging
+from queue_core.options import Backoff, JobOptions, KeepJobs, RateLimit
+from queue_core.queue import Queue
+from queue_core.retry import BackoffStrategy
+from queue_core.serializer import JsonSerializer, Serializer
+from queue_core.sync import SyncQueue
+from queue_core.worker import Processor, Worker
+
+__all__ = [
+    "Backoff",
+    "BackoffStrategy",
+    "DelayedError",
+    "EnqueueEvent",
+    "EnqueuedJob",
+    "Hook",
+    "InvalidOptionError",
+    "Job",
+    "JobEvent",
+    "JobNotFoundError",
+    "JobOptions",
+    "JobSpec",
+    "JobState",
+    "JobTimeoutError",
+    "JsonSerializer",
+    "KeepJobs",
+    "LockLostError",
+    "Outcome",
+    "PayloadTooLargeError",
+    "ProcessEvent",
+    "Processor",
+    "Queue",
+    "QueueError",
+    "RateLimit",
+    "RateLimitError",
+    "RateLimitEvent",
+    "RedisUnavailableError",
+    "SerializationError",
+    "Serializer",
+    "StalledEvent",
+    "StalledJobError",
+    "SyncQueue",
+    "UnrecoverableError",
+    "Worker",
+    "WorkerEvent",
+    "configure_logging",
+    "register_hook",
+    "unregister_hook",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,210 @@
+"""What each operation sends to its script and how its reply is read, without any I/O.
+
+The async ``Queue``, the blocking ``SyncQueue`` and the ``Worker`` all build their calls
+here, so validation, encoding and decoding exist once; only the transport differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from queue_core.envelope import encode_envelope
+from queue_core.errors import InvalidOptionError, PayloadTooLargeError
+from queue_core.hooks import EnqueuedJob, EnqueueEvent
+from queue_core.job import Job, JobBackend, JobState, job_from_wire, ms_to_datetime
+from queue_core.options import JobOptions, check_name, to_ms
+from queue_core.serializer import Serializer
+
+__all__ = [
+    "AddPlan",
+    "FetchSettings",
+    "Fetched",
+    "JobSpec",
+    "Settled",
+    "parse_counts",
+    "parse_fetch",
+    "parse_settle",
+    "snapshot_to_job",
+    "state_names",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job of ``add_bulk``: a name, its data and its options (the queue's defaults if None)."""
+
+    name: str
+    data: Any = None
+    options: JobOptions | None = None
+
+
+def _retention_args(options: JobOptions) -> list[int]:
+    out: list[int] = []
+    for keep in (options.remove_on_complete, options.remove_on_fail):
+        out.append(-1 if keep.count is None else keep.count)
+        out.append(-1 if keep.age is None else to_ms(keep.age))
+    return out
+
+
+class AddPlan:
+    """One add or bulk add: hooks see ``event`` before ``args()`` encodes the jobs."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, queue: str, specs: Iterable[tuple[str, Any, JobOptions]], bulk: bool):
+        jobs = [
+            EnqueuedJob(check_name(name, "job name"), data, options)
+            for name, data, options in specs
+        ]
+        if not jobs:
+            raise InvalidOptionError("add_bulk needs at least one job")
+        self.event = EnqueueEvent(queue, jobs, bulk)
+
+    def args(self, serializer: Serializer, max_payload_bytes: int) -> list[Any]:
+        """Serialize every job; raises before anything is written if one is unfit."""
+        args: list[Any] = [len(self.event.jobs)]
+        for job in self.event.jobs:
+            options = job.options
+            envelope = encode_envelope(
+                job.name, options.to_wire(), job.headers, serializer.dumps(job.data)
+            )
+            if len(envelope) > max_payload_bytes:
+                raise PayloadTooLargeError(len(envelope), max_payload_bytes)
+            args += [
+                options.job_id or "",
+                envelope,
+                options.priority,
+                int(options.lifo),
+                to_ms(options.delay),
+                *_retention_args(options),
+            ]
+        return args
+
+    def result(
+        self, reply: Sequence[Any], serializer: Serializer, backend: JobBackend | None
+    ) -> list[Job]:
+        """Read the script's reply into jobs (existing ones for duplicates), and fill the event."""
+        now = int(reply[0])
+        enqueued_at = ms_to_datetime(now)
+        assert enqueued_at is not None
+        jobs: list[Job] = []
+        for draft, item in zip(self.event.jobs, reply[1:], strict=True):
+            job_id = item[0].decode()
+            draft.job_id = job_id
+            if int(item[1]) == 0:
+                draft.duplicate = True
+                job = snapshot_to_job(self.event.queue, job_id, item[2], serializer, backend)
+            else:
+                state = JobState(item[2].decode())
+                job = Job(
+                    id=job_id,
+                    name=draft.name,
+                    data=draft.data,
+                    queue_name=self.event.queue,
+                    options=draft.options,
+                    headers=dict(draft.headers),
+                    state=state,
+                    enqueued_at=enqueued_at,
+                    delayed_until=(
+                        ms_to_datetime(now + to_ms(draft.options.delay))
+                        if state is JobState.DELAYED
+                        else None
+                    ),
+                    _backend=backend,
+                )
+            draft.state = job.state
+            jobs.append(job)
+        return jobs
+
+
+def snapshot_to_job(
+    queue: str,
+    job_id: str,
+    snapshot: Sequence[Any],
+    serializer: Serializer,
+    backend: JobBackend | None,
+) -> Job:
+    envelope, record, state, score, result, error, progress = snapshot
+    return job_from_wire(
+        queue,
+        job_id,
+        envelope,
+        record,
+        serializer,
+        state=JobState(state.decode()),
+        score=score,
+        result=result,
+        error=error,
+        progress=progress,
+        backend=backend,
+    )
+
+
+_STATES = tuple(s.value for s in JobState if s is not JobState.UNKNOWN)
+
+
+def state_names(states: JobState | str | Iterable[JobState | str] | None) -> list[str]:
+    if states is None:
+        return list(_STATES)
+    if isinstance(states, str):
+        states = [states]
+    names = [s.value if isinstance(s, JobState) else s for s in states]
+    unknown = [n for n in names if n not in _STATES]
+    if unknown:
+        raise InvalidOptionError(f"unknown job state(s) {unknown}; use {list(_STATES)}")
+    return names
+
+
+def parse_counts(reply: Sequence[Any]) -> dict[str, int]:
+    return dict(zip(_STATES, (int(n) for n in reply), strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    """The fetch arguments shared by move_to_active and every settling script."""
+
+    token_prefix: str
+    lock_ms: int
+    limit_max: int = 0
+    limit_ms: int = 0
+
+    def args(self, count: int) -> list[Any]:
+        return [count, self.token_prefix, self.lock_ms, self.limit_max, self.limit_ms]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    now_ms: int
+    rate_limit_ms: int
+    next_due_ms: int | None
+    jobs: list[tuple[str, bytes, bytes]]  # (id, envelope, record)
+
+
+def parse_fetch(reply: Sequence[Any], offset: int = 0) -> Fetched:
+    now, ttl, due = (int(x) for x in reply[offset : offset + 3])
+    rest = reply[offset + 3 :]
+    jobs = [(rest[i].decode(), rest[i + 1], rest[i + 2]) for i in range(0, len(rest), 3)]
+    return Fetched(now, ttl, None if due < 0 else due, jobs)
+
+
+# Status codes of the settling scripts (see move_to_completed.lua).
+SETTLED = 1
+LOCK_LOST = 0
+ALREADY_SETTLED = 2
+JOB_MISSING = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    status: int
+    extra: int  # move_to_delayed: the due time in ms
+    fetched: Fetched
+
+
+def parse_settle(reply: Sequence[Any]) -> Settled:
+    status = int(reply[0])
+    extra = int(reply[4])
+    head = [reply[1], reply[2], reply[3]]
+    return Settled(status, extra, parse_fetch([*head, *reply[5:]]))

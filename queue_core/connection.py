@@ -1,0 +1,176 @@
+"""Redis clients: creating them, checking the server, and naming connection faults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+import redis
+import redis.asyncio
+import structlog
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
+
+from queue_core.errors import InvalidOptionError, QueueError, RedisUnavailableError
+
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "TRANSIENT_ERRORS",
+    "AsyncClient",
+    "SyncClient",
+    "check_server",
+    "check_server_sync",
+    "redis_unavailable",
+    "server_address",
+]
+
+AsyncClient = redis.asyncio.Redis | AsyncRedisCluster
+SyncClient = redis.Redis | RedisCluster
+
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+MIN_REDIS_VERSION: Final = (6, 2)
+# Long enough for a worker's blocking wait (at most `drain_delay`, 5 s by default).
+SOCKET_TIMEOUT_S: Final = 30.0
+
+# Faults after which the same call may succeed later: the server restarted, is loading
+# its data, failed over, or briefly refused writes. Workers retry these with backoff.
+TRANSIENT_ERRORS: Final = (
+    ConnectionError,  # includes BusyLoadingError (loading the AOF after a restart)
+    TimeoutError,
+    ReadOnlyError,
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    OSError,
+)
+
+_log = structlog.get_logger("queue_core.connection")
+
+
+def resolve_url(url: str | None) -> str:
+    return url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def _client_options() -> dict[str, Any]:
+    # redis-py retries failed commands by default. A retried add whose first reply was
+    # lost would enqueue the job twice, so clients made here do not retry: producers get
+    # a typed error, and workers run their own retry loops around idempotent scripts.
+    return {
+        "retry": redis.asyncio.retry.Retry(NoBackoff(), 0),
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": 5.0,
+        "decode_responses": False,
+    }
+
+
+def create_async_client(url: str | None) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(resolve_url(url), **_client_options())
+
+
+def create_sync_client(url: str | None) -> redis.Redis:
+    options = _client_options()
+    options["retry"] = redis.retry.Retry(NoBackoff(), 0)
+    return redis.Redis.from_url(resolve_url(url), **options)
+
+
+def check_decoding(client: Any) -> None:
+    kwargs = _connection_kwargs(client)
+    if kwargs.get("decode_responses"):
+        raise InvalidOptionError(
+            "the Redis client must be created with decode_responses=False: job payloads are bytes"
+        )
+
+
+def _connection_kwargs(client: Any) -> dict[str, Any]:
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        return dict(pool.connection_kwargs)
+    node = client.get_default_node() if hasattr(client, "get_default_node") else None
+    if node is not None and getattr(node, "connection_kwargs", None) is not None:
+        return dict(node.connection_kwargs)
+    return {}
+
+
+def server_address(client: Any) -> tuple[str | None, int | None]:
+    """``server.address`` and ``server.port`` for telemetry: host and port, or a socket path."""
+    if hasattr(client, "get_default_node"):
+        node = client.get_default_node()
+        if node is not None:
+            return node.host, int(node.port)
+    kwargs = _connection_kwargs(client)
+    if "path" in kwargs:
+        return str(kwargs["path"]), None
+    port = kwargs.get("port")
+    return kwargs.get("host"), None if port is None else int(port)
+
+
+def socket_timeout(client: Any) -> float | None:
+    value = _connection_kwargs(client).get("socket_timeout")
+    return None if value is None else float(value)
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+
+def _check_info(info: dict[str, Any], policy: str | None) -> None:
+    version = str(info.get("redis_version", "0.0"))
+    if _parse_version(version) < MIN_REDIS_VERSION:
+        raise QueueError(f"queue_core needs Redis 6.2 or newer; this server is {version}")
+    if policy is not None and policy != "noeviction":
+        _log.warning(
+            "redis_eviction_policy_unsafe",
+            maxmemory_policy=policy,
+            hint="set maxmemory-policy noeviction: any other policy may evict jobs",
+        )
+
+
+def _policy_from(config: Any, info: dict[str, Any]) -> str | None:
+    if isinstance(config, dict):
+        value = config.get("maxmemory-policy") or config.get(b"maxmemory-policy")
+        if value is not None:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    value = info.get("maxmemory_policy")
+    return None if value is None else str(value)
+
+
+async def check_server(client: AsyncClient) -> None:
+    """Refuse Redis < 6.2; warn when the eviction policy could drop jobs."""
+    info: dict[str, Any] = dict(await client.info())
+    try:
+        config: Any = await client.config_get("maxmemory-policy")
+    except ResponseError:  # CONFIG is often disabled on managed Redis; INFO still tells
+        config = None
+    _check_info(info, _policy_from(config, info))
+
+
+def check_server_sync(client: SyncClient) -> None:
+    info: dict[str, Any] = dict(client.info())
+    try:
+        config: Any = client.config_get("maxmemory-policy")
+    except ResponseError:
+        config = None
+    _check_info(info, _policy_from(config, info))
+
+
+@contextmanager
+def redis_unavailable(operation: str) -> Iterator[None]:
+    """Turn redis-py's connection faults into ``RedisUnavailableError``."""
+    try:
+        yield
+    except TRANSIENT_ERRORS as exc:
+        raise RedisUnavailableError(f"{operation} failed, Redis is unavailable: {exc}") from exc

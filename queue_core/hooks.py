@@ -1,0 +1,320 @@
+"""Lifecycle hooks: the seam for instrumentation (queue_otel) and for users.
+
+Subclass ``Hook`` and override what you need. Two "around" hooks return a context manager
+(or ``None``) that wraps an operation: ``around_enqueue`` wraps an add (it may write
+entries into each job's ``headers``), ``around_process`` wraps one processing attempt,
+from the call of the processor to the settling of the attempt in Redis. Their "after"
+part always runs: the operation's outcome and error are set on the event first, and the
+context manager is exited normally, even when the operation failed or was cancelled.
+
+The ``on_*`` notifications run after the fact; they may be plain functions or coroutine
+functions. Hooks run inline, so keep them quick.
+
+An exception raised by a hook is logged and never breaks the job or the enqueue. With
+no hook registered, the hot path only compares one integer.
+
+Register a hook for one queue or worker (``worker.hooks.add(hook)``) or for every queue
+and worker in the process (``register_hook(hook)``), which is what instrumentation uses.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import structlog
+
+if TYPE_CHECKING:
+    from queue_core.job import Job, JobState
+    from queue_core.options import JobOptions
+
+__all__ = [
+    "EnqueueEvent",
+    "EnqueuedJob",
+    "Hook",
+    "HookRegistry",
+    "JobEvent",
+    "Outcome",
+    "ProcessEvent",
+    "RateLimitEvent",
+    "StalledEvent",
+    "WorkerEvent",
+    "register_hook",
+    "unregister_hook",
+]
+
+_log = structlog.get_logger("queue_core.hooks")
+
+Outcome = Literal[
+    "completed",  # the job succeeded
+    "failed",  # the attempt failed and the job went to the failed set
+    "retry",  # the attempt failed and a retry is scheduled
+    "delayed",  # the processor re-scheduled the job (DelayedError, move_to_delayed)
+    "rate_limited",  # the processor hit a rate limit (RateLimitError); the job waits
+    "lock_lost",  # the worker lost the job's lock; the job runs (or ran) elsewhere
+    "interrupted",  # cancelled at shutdown; stalled recovery will run it again
+]
+
+
+@dataclass(slots=True)
+class EnqueuedJob:
+    """One job of an enqueue, as hooks see it. Write trace context into ``headers``."""
+
+    name: str
+    data: Any
+    options: JobOptions
+    headers: dict[str, str] = field(default_factory=dict)
+    # Set once the add returned:
+    job_id: str | None = None
+    duplicate: bool = False
+    state: JobState | None = None
+
+
+@dataclass(slots=True)
+class EnqueueEvent:
+    queue: str
+    jobs: list[EnqueuedJob]
+    bulk: bool
+    server_address: str | None = None
+    server_port: int | None = None
+    # Set before the "after" part runs when the add raised; nothing was written then.
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class ProcessEvent:
+    job: Job
+    queue: str
+    worker_id: str
+    server_address: str | None = None
+    server_port: int | None = None
+    # Set before the "after" part runs:
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    # Seconds until the job runs again (retry, delayed, rate_limited).
+    delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """A job completed, failed for good, was scheduled for a retry, delayed or progressed."""
+
+    queue: str
+    job: Job
+    worker_id: str | None = None
+    error: BaseException | None = None
+    delay: float | None = None  # retry / delay: seconds until the job runs again
+    until: datetime | None = None  # retry / delay: when it becomes ready
+
+
+@dataclass(frozen=True, slots=True)
+class StalledEvent:
+    """Stalled recovery ran: ``requeued`` went back to wait, ``failed`` stalled too often."""
+
+    queue: str
+    worker_id: str
+    requeued: tuple[str, ...]
+    failed: tuple[Job, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitEvent:
+    queue: str
+    worker_id: str
+    delay: float  # seconds the worker holds back
+    manual: bool  # True for worker.rate_limit() / RateLimitError, False for the limiter
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEvent:
+    queue: str
+    worker_id: str
+    concurrency: int
+
+
+AroundHook = Callable[[Any], AbstractContextManager[object] | None]
+Notification = Callable[[Any], Awaitable[None] | None]
+
+
+class Hook:
+    """Base class of hooks. Every method is optional; the defaults do nothing."""
+
+    def around_enqueue(self, event: EnqueueEvent) -> AbstractContextManager[object] | None:
+        return None
+
+    def around_process(self, event: ProcessEvent) -> AbstractContextManager[object] | None:
+        return None
+
+    def on_completed(self, event: JobEvent) -> Awaitable[None] | None:
+        return None
+
+    def on_failed(self, event: JobEvent) -> Awaitable[None] | None:
+        return None
+
+    def on_retry_scheduled(self, event: JobEvent) -> Awaitable[None] | None:
+        return None
+
+    def on_delayed(self, event: JobEvent) -> Awaitable[None] | None:
+        return None
+
+    def on_progress(self, event: JobEvent) -> Awaitable[None] | None:
+        return None
+
+    def on_stalled(self, event: StalledEvent) -> Awaitable[None] | None:
+        return None
+
+    def on_rate_limited(self, event: RateLimitEvent) -> Awaitable[None] | None:
+        return None
+
+    def on_worker_started(self, event: WorkerEvent) -> Awaitable[None] | None:
+        return None
+
+    def on_worker_stopped(self, event: WorkerEvent) -> Awaitable[None] | None:
+        return None
+
+
+_AROUND = ("around_enqueue", "around_process")
+_NOTIFY = (
+    "on_completed",
+    "on_failed",
+    "on_retry_scheduled",
+    "on_delayed",
+    "on_progress",
+    "on_stalled",
+    "on_rate_limited",
+    "on_worker_started",
+    "on_worker_stopped",
+)
+
+
+class HookSet:
+    """The hooks that apply at one moment: per event, the methods a hook overrides."""
+
+    __slots__ = _AROUND + _NOTIFY
+
+    around_enqueue: tuple[AroundHook, ...]
+    around_process: tuple[AroundHook, ...]
+    on_completed: tuple[Notification, ...]
+    on_failed: tuple[Notification, ...]
+    on_retry_scheduled: tuple[Notification, ...]
+    on_delayed: tuple[Notification, ...]
+    on_progress: tuple[Notification, ...]
+    on_stalled: tuple[Notification, ...]
+    on_rate_limited: tuple[Notification, ...]
+    on_worker_started: tuple[Notification, ...]
+    on_worker_stopped: tuple[Notification, ...]
+
+    def __init__(self, hooks: list[Hook]) -> None:
+        for name in _AROUND + _NOTIFY:
+            base = getattr(Hook, name)
+            bound = tuple(getattr(h, name) for h in hooks if getattr(type(h), name) is not base)
+            setattr(self, name, bound)
+
+
+class HookRegistry:
+    """Hooks of one queue or worker, plus those of its parent (the process-wide registry)."""
+
+    _generation: ClassVar[int] = 0
+
+    def __init__(self, parent: HookRegistry | None = None) -> None:
+        self._parent = parent
+        self._hooks: list[Hook] = []
+        self._snapshot = HookSet([])
+        self._snapshot_generation = -1
+
+    def add(self, hook: Hook) -> None:
+        if not isinstance(hook, Hook):
+            raise TypeError(f"hooks must subclass queue_core.Hook, got {type(hook).__name__}")
+        if hook not in self._hooks:
+            self._hooks.append(hook)
+            HookRegistry._generation += 1
+
+    def remove(self, hook: Hook) -> None:
+        if hook in self._hooks:
+            self._hooks.remove(hook)
+            HookRegistry._generation += 1
+
+    def all(self) -> list[Hook]:
+        inherited = self._parent.all() if self._parent is not None else []
+        return inherited + [h for h in self._hooks if h not in inherited]
+
+    def snapshot(self) -> HookSet:
+        if self._snapshot_generation != HookRegistry._generation:
+            self._snapshot = HookSet(self.all())
+            self._snapshot_generation = HookRegistry._generation
+        return self._snapshot
+
+
+GLOBAL_HOOKS = HookRegistry()
+
+
+def register_hook(hook: Hook) -> None:
+    """Apply ``hook`` to every queue and worker in this process, existing or future."""
+    GLOBAL_HOOKS.add(hook)
+
+
+def unregister_hook(hook: Hook) -> None:
+    GLOBAL_HOOKS.remove(hook)
+
+
+def _hook_name(fn: Callable[..., object]) -> str:
+    owner = getattr(fn, "__self__", None)
+    return f"{type(owner).__name__}.{fn.__name__}" if owner is not None else repr(fn)
+
+
+class Around:
+    """Enters the around-hooks of an event, and always exits them without an exception.
+
+    The wrapped code reports its result on the event (``error``, ``outcome``); the
+    hooks' "after" parts then run as a normal exit. An exception raised by a hook is
+    logged and that hook is skipped; the wrapped operation never sees it.
+    """
+
+    __slots__ = ("_entered", "_event", "_factories")
+
+    def __init__(self, factories: tuple[AroundHook, ...], event: Any) -> None:
+        self._factories = factories
+        self._event = event
+        self._entered: list[tuple[AroundHook, AbstractContextManager[object]]] = []
+
+    def __enter__(self) -> None:
+        for factory in self._factories:
+            try:
+                manager = factory(self._event)
+                if manager is None:
+                    continue
+                manager.__enter__()
+            except Exception:
+                _log.exception("hook failed on entry", hook=_hook_name(factory))
+                continue
+            self._entered.append((factory, manager))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and getattr(self._event, "error", None) is None:
+            self._event.error = exc
+        for factory, manager in reversed(self._entered):
+            try:
+                manager.__exit__(None, None, None)
+            except Exception:
+                _log.exception("hook failed on exit", hook=_hook_name(factory))
+
+
+async def notify(hooks: tuple[Notification, ...], event: Any) -> None:
+    """Call each notification hook; await it if it is a coroutine; log what it raises."""
+    for hook in hooks:
+        try:
+            result = hook(event)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except Exception:
+            _log.exception("hook failed", hook=_hook_name(hook))

@@ -1,0 +1,58 @@
+"""The Redis keys of one queue.
+
+Every key of a queue shares the hash tag ``{queue}``, so a queue lives in one Redis Cluster
+slot. Jobs are fields of a few per-queue hashes rather than keys of their own: that way
+every script knows every key it touches before it runs and can declare it in KEYS, even
+the scripts that discover job ids as they go (fetching, trimming, stalled recovery).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from queue_core.errors import InvalidOptionError
+from queue_core.options import check_name
+
+__all__ = ["KEY_NAMES", "QueueKeys"]
+
+KEY_NAMES: Final = (
+    "meta",  # HASH   counters: id (job ids), fifo and lifo (ordering within a priority)
+    "jobs",  # HASH   id -> envelope: JSON header line, then the serialized data
+    "state",  # HASH  id -> JSON record of timestamps, counters, lock token, retention
+    "results",  # HASH  id -> serialized return value
+    "errors",  # HASH   id -> JSON {type, message, stack} of the latest failed attempt
+    "progress",  # HASH id -> JSON progress value
+    "logs",  # HASH   id -> JSON list of log lines
+    "wait",  # ZSET   ready jobs, score = priority band + sequence
+    "active",  # ZSET running jobs, score = lock deadline (ms)
+    "delayed",  # ZSET  score = due time (ms)
+    "completed",  # ZSET score = finish time (ms)
+    "failed",  # ZSET   score = finish time (ms); the dead-letter set
+    "marker",  # ZSET   wake-up signal that idle workers block on with BZPOPMIN
+    "limiter",  # STRING rate-limit counter with the window as its TTL
+)
+
+
+class QueueKeys:
+    """Key names of one queue: ``<prefix>:{<queue>}:<suffix>``."""
+
+    __slots__ = ("_keys", "prefix", "queue")
+
+    def __init__(self, queue: str, prefix: str = "qc") -> None:
+        self.queue = check_name(queue, "queue name")
+        if not isinstance(prefix, str) or not prefix or len(prefix) > 64 or "{" in prefix:
+            raise InvalidOptionError(
+                f"prefix must be 1 to 64 characters without braces: {prefix!r}"
+            )
+        self.prefix = prefix
+        base = f"{prefix}:{{{queue}}}:"
+        self._keys = {name: base + name for name in KEY_NAMES}
+
+    def __getitem__(self, name: str) -> str:
+        return self._keys[name]
+
+    def select(self, names: tuple[str, ...]) -> list[str]:
+        return [self._keys[name] for name in names]
+
+    def all(self) -> list[str]:
+        return list(self._keys.values())

@@ -1,0 +1,131 @@
+"""Loads the Lua scripts, one per operation, and runs them by SHA.
+
+Each ``<name>.lua`` starts with a header comment whose ``KEYS:`` line names the queue
+keys it takes, in order. The loader reads that line to know which keys to pass, and
+prepends ``local K = {name = KEYS[i], ...}`` so the script body refers to ``K.wait``
+rather than to positions. ``--@include <name>`` pulls in ``includes/<name>.lua`` once.
+Loading fails if a script refers to a key its header does not declare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Final
+
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import NoScriptError
+
+from queue_core.keys import KEY_NAMES, QueueKeys
+
+__all__ = [
+    "SCRIPT_NAMES",
+    "LuaScript",
+    "ScriptError",
+    "load_script",
+    "run_script",
+    "run_script_sync",
+]
+
+SCRIPT_NAMES: Final = (
+    "add",
+    "move_to_active",
+    "move_to_completed",
+    "move_to_failed",
+    "move_to_delayed",
+    "extend_locks",
+    "recover_stalled",
+    "rate_limit",
+    "update_progress",
+    "add_log",
+    "get_job",
+    "get_jobs",
+    "get_counts",
+)
+
+_INCLUDE = re.compile(r"^--@include\s+(\w+)\s*$", re.MULTILINE)
+_KEYS_LINE = re.compile(r"^KEYS:(.*)$", re.MULTILINE)
+_KEY_REF = re.compile(r"\bK\.(\w+)")
+
+
+class ScriptError(Exception):
+    """A Lua file is malformed (a packaging or development error, never user input)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    name: str
+    keys: tuple[str, ...]
+    source: str
+    sha: str
+
+
+def _read(path: str) -> str:
+    return resources.files(__package__).joinpath(path).read_text(encoding="utf-8")
+
+
+def _expand(text: str, seen: set[str]) -> str:
+    def include(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _expand(_read(f"includes/{name}.lua"), seen)
+
+    return _INCLUDE.sub(include, text)
+
+
+@cache
+def load_script(name: str) -> LuaScript:
+    text = _read(f"{name}.lua")
+    header = _KEYS_LINE.search(text)
+    if header is None:
+        raise ScriptError(f"{name}.lua has no 'KEYS:' line in its header")
+    keys = tuple(header.group(1).split())
+    unknown = [key for key in keys if key not in KEY_NAMES]
+    if unknown or len(set(keys)) != len(keys):
+        raise ScriptError(f"{name}.lua declares unknown or repeated keys: {keys}")
+    body = _expand(text, set())
+    undeclared = sorted(set(_KEY_REF.findall(body)) - set(keys))
+    if undeclared:
+        raise ScriptError(f"{name}.lua touches keys it does not declare: {undeclared}")
+    prelude = "local K = {" + ", ".join(f"{k} = KEYS[{i}]" for i, k in enumerate(keys, 1)) + "}\n"
+    source = prelude + body
+    return LuaScript(name, keys, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+
+
+AnyAsyncRedis = AsyncRedis | AsyncRedisCluster
+AnySyncRedis = Any  # redis.Redis or redis.cluster.RedisCluster
+
+
+def _key_args(script: LuaScript, keys: QueueKeys) -> list[str]:
+    return keys.select(script.keys)
+
+
+async def run_script(
+    client: AnyAsyncRedis, script: LuaScript, keys: QueueKeys, args: Sequence[Any]
+) -> Any:
+    """EVALSHA the script, loading it first if Redis does not know it (e.g. after a restart)."""
+    key_args = _key_args(script, keys)
+    try:
+        return await client.evalsha(script.sha, len(key_args), *key_args, *args)
+    except NoScriptError:
+        await client.script_load(script.source)
+        return await client.evalsha(script.sha, len(key_args), *key_args, *args)
+
+
+def run_script_sync(
+    client: AnySyncRedis, script: LuaScript, keys: QueueKeys, args: Sequence[Any]
+) -> Any:
+    """The blocking twin of ``run_script``, for the synchronous producer."""
+    key_args = _key_args(script, keys)
+    try:
+        return client.evalsha(script.sha, len(key_args), *key_args, *args)
+    except NoScriptError:
+        client.script_load(script.source)
+        return client.evalsha(script.sha, len(key_args), *key_args, *args)

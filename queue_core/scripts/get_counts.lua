@@ -1,0 +1,13 @@
+--[[
+get_counts: the number of jobs in each state, read at one instant (read only).
+
+KEYS: wait active delayed completed failed
+
+ARGV: none
+
+Returns: {waiting, active, delayed, completed, failed}
+]]
+
+return {redis.call('ZCARD', K.wait), redis.call('ZCARD', K.active),
+  redis.call('ZCARD', K.delayed), redis.call('ZCARD', K.completed),
+  redis.call('ZCARD', K.failed)}

@@ -1,0 +1,80 @@
+--@include now_ms
+--@include wait_score
+--@include promote_delayed
+--@include limits
+-- Move up to `max_jobs` ready jobs from `wait` to `active` under a lock token each.
+-- Returns a table {now, rate_limit_ttl_ms, next_due_ms_or_-1, id, envelope, record, ...}.
+-- The lock is the job's score in `active` (its deadline) plus `tok` in its record;
+-- `tok` is `<token_prefix>:<attempts_started>`, unique to this worker and attempt.
+local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, limit_ms)
+  promote_delayed(K, now)
+  local out = {now, 0, -1}
+  local allowed = max_jobs
+  if allowed > 0 then
+    local used = tonumber(redis.call('GET', K.limiter) or '0')
+    local limited = used >= MANUAL_LIMIT or (limit_max > 0 and used >= limit_max)
+    if limited then
+      allowed = 0
+      if redis.call('ZCARD', K.wait) > 0 then
+        local ttl = redis.call('PTTL', K.limiter)
+        if ttl < 0 then
+          -- A counter without expiry would block forever: give it one window.
+          ttl = math.max(limit_ms, 1)
+          redis.call('PEXPIRE', K.limiter, ttl)
+        end
+        out[2] = ttl
+      end
+    elseif limit_max > 0 then
+      allowed = math.min(allowed, limit_max - used)
+    end
+  end
+
+  local fetched = 0
+  if allowed > 0 then
+    local popped = redis.call('ZPOPMIN', K.wait, allowed)
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local raw = redis.call('HGET', K.state, id)
+      local envelope = redis.call('HGET', K.jobs, id)
+      if raw and envelope then
+        local rec = cjson.decode(raw)
+        local attempt = (rec.ats or 0) + 1
+        rec.ats = attempt
+        rec.pon = now
+        rec.tok = token_prefix .. ':' .. attempt
+        local encoded = cjson.encode(rec)
+        redis.call('HSET', K.state, id, encoded)
+        redis.call('ZADD', K.active, now + lock_ms, id)
+        out[#out + 1] = id
+        out[#out + 1] = envelope
+        out[#out + 1] = encoded
+        fetched = fetched + 1
+      end
+    end
+    if fetched > 0 and limit_max > 0 then
+      if redis.call('INCRBY', K.limiter, fetched) == fetched then
+        redis.call('PEXPIRE', K.limiter, limit_ms)
+      end
+    end
+    if fetched > 0 and redis.call('ZCARD', K.wait) > 0 then
+      -- More work is ready: pass the baton to another idle worker.
+      wake_worker(K)
+    end
+  end
+
+  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if first[2] then
+    out[3] = tonumber(first[2])
+  end
+  return out
+end
+
+-- The reply of every settling script: {status, now, ttl, next_due, extra, jobs...}.
+local function settle_reply(K, status, extra, now, argv, first)
+  local fetch_max = tonumber(argv[first])
+  local reply = fetch_jobs(K, now, fetch_max, argv[first + 1], tonumber(argv[first + 2]),
+    tonumber(argv[first + 3]), tonumber(argv[first + 4]))
+  table.insert(reply, 1, status)
+  table.insert(reply, 5, extra)
+  return reply
+end

@@ -1,0 +1,26 @@
+-- A consistent snapshot of one job, or false when it does not exist:
+-- {envelope, record, state, score, result, error, progress}. `state` is derived from the
+-- set that holds the job, `score` is its score there (due time, deadline, finish time).
+local function job_state(K, id)
+  local sets = {{K.wait, 'waiting'}, {K.active, 'active'}, {K.delayed, 'delayed'},
+    {K.completed, 'completed'}, {K.failed, 'failed'}}
+  for _, pair in ipairs(sets) do
+    local score = redis.call('ZSCORE', pair[1], id)
+    if score then
+      return pair[2], score
+    end
+  end
+  return 'unknown', false
+end
+
+local function read_job(K, id)
+  local envelope = redis.call('HGET', K.jobs, id)
+  local rec = redis.call('HGET', K.state, id)
+  if not envelope or not rec then
+    return false
+  end
+  local state, score = job_state(K, id)
+  return {envelope, rec, state, score,
+    redis.call('HGET', K.results, id), redis.call('HGET', K.errors, id),
+    redis.call('HGET', K.progress, id)}
+end

@@ -1,0 +1,52 @@
+--[[
+move_to_delayed: an attempt ends and the job runs again later: a retry after a failure
+(counts as an attempt made), a DelayedError or job.move_to_delayed (does not), or a
+RateLimitError (does not; the job goes first when it is due, and a manual rate limit holds
+every worker of the queue). A due time in the past makes the job ready at once.
+
+KEYS: meta jobs state errors wait active delayed marker limiter
+
+ARGV:
+  1      job id
+  2      lock token of the attempt
+  3      due: a delay in ms (mode "rel") or an epoch time in ms (mode "abs")
+  4      mode: "rel" or "abs"
+  5      1 if this attempt counts as made (a failed attempt being retried), else 0
+  6      error JSON of the failed attempt, or "" for none
+  7      1 to run ahead of its priority once due, else 0
+  8      manual rate limit in ms for the whole queue, or 0
+  9..13  fetch: N, token prefix, lock ms, rate-limit max, rate-limit window ms
+
+Returns: {status, now, rate_limit_ttl_ms, next_due_ms, due_ms, id, envelope, record, ...}
+  status as in move_to_completed; due_ms is when the job becomes ready.
+]]
+--@include lock
+--@include fetch_jobs
+--@include schedule_delayed
+
+local now = now_ms()
+local id = ARGV[1]
+local due = tonumber(ARGV[3])
+if ARGV[4] == 'rel' then
+  due = now + due
+end
+if tonumber(ARGV[8]) > 0 then
+  set_manual_limit(K, tonumber(ARGV[8]))
+end
+
+local rec, status = check_lock(K, id, ARGV[2])
+if rec then
+  redis.call('ZREM', K.active, id)
+  if ARGV[5] == '1' then
+    rec.atm = (rec.atm or 0) + 1
+  end
+  if ARGV[6] ~= '' then
+    redis.call('HSET', K.errors, id, ARGV[6])
+  end
+  if ARGV[7] == '1' then
+    rec.front = 1
+  end
+  redis.call('HSET', K.state, id, cjson.encode(rec))
+  schedule_delayed(K, id, due)
+end
+return settle_reply(K, status, due, now, ARGV, 9)

@@ -1,0 +1,51 @@
+--[[
+recover_stalled: find active jobs whose lock deadline has passed (their worker died, hung
+or lost its network) and put them back in wait; a job that stalled more than the allowed
+number of times goes to failed instead, with a StalledJobError. The old lock token is
+cleared, so the worker that lost the job can no longer settle it.
+
+KEYS: meta jobs state results errors progress logs wait active failed marker
+
+ARGV:
+  1  max stalled count: a job may stall this many times and still be retried
+  2  the most jobs to recover in this call
+
+Returns: {{requeued ids}, {failed ids}}
+]]
+--@include now_ms
+--@include wait_score
+--@include finish
+
+local now = now_ms()
+local max_stalled = tonumber(ARGV[1])
+local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local requeued, failed = {}, {}
+for _, id in ipairs(expired) do
+  local raw = redis.call('HGET', K.state, id)
+  if not raw then
+    redis.call('ZREM', K.active, id)
+  else
+    local rec = cjson.decode(raw)
+    rec.stc = (rec.stc or 0) + 1
+    rec.tok = nil
+    if rec.stc > max_stalled then
+      local message = 'job stalled ' .. rec.stc .. ' times (max_stalled_count is '
+        .. max_stalled .. '); its worker died or stopped renewing the lock'
+      redis.call('HSET', K.errors, id, cjson.encode({type = 'StalledJobError',
+        message = message, stack = ''}))
+      -- finish() counts an attempt made; a stalled attempt never finished, so undo it.
+      rec.atm = (rec.atm or 0) - 1
+      finish(K, id, rec, K.failed, rec.rfn or -1, rec.rfa or -1, now)
+      failed[#failed + 1] = id
+    else
+      redis.call('ZREM', K.active, id)
+      redis.call('HSET', K.state, id, cjson.encode(rec))
+      redis.call('ZADD', K.wait, wait_score(K, rec.p or 0, false), id)
+      requeued[#requeued + 1] = id
+    end
+  end
+end
+if #requeued > 0 then
+  wake_worker(K)
+end
+return {requeued, failed}

@@ -1,0 +1,136 @@
+"""``SyncQueue``: a blocking producer for Flask, Django, scripts and other sync code.
+
+It runs the same scripts with the same validation and encoding as the async ``Queue``
+(both build their calls in ``commands``); only the transport is blocking. Jobs it
+returns are detached snapshots: read their fields, or use an async ``Queue`` to act.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self, Unpack
+
+from queue_core.commands import AddPlan, JobSpec, parse_counts, snapshot_to_job, state_names
+from queue_core.connection import (
+    SyncClient,
+    check_decoding,
+    check_server_sync,
+    create_sync_client,
+    redis_unavailable,
+    server_address,
+)
+from queue_core.hooks import Around, Hook
+from queue_core.job import Job, JobState
+from queue_core.options import JobOptions, JobOptionsKwargs
+from queue_core.queue import (
+    _ADD,
+    _GET_COUNTS,
+    _GET_JOB,
+    _GET_JOBS,
+    DEFAULT_MAX_LOG_LINES,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    QueueSettings,
+)
+from queue_core.scripts import LuaScript, run_script_sync
+from queue_core.serializer import Serializer
+
+__all__ = ["SyncQueue"]
+
+
+class SyncQueue(QueueSettings):
+    """The blocking twin of ``Queue``: ``add``, ``add_bulk``, ``get_job``, ``get_counts``,
+    ``get_jobs``. ``redis`` is a URL or a ``redis.Redis`` / ``redis.cluster.RedisCluster``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        redis: str | SyncClient | None = None,
+        prefix: str = "qc",
+        default_job_options: JobOptions | None = None,
+        serializer: Serializer | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_log_lines: int = DEFAULT_MAX_LOG_LINES,
+        hooks: Iterable[Hook] = (),
+    ) -> None:
+        super().__init__(
+            name,
+            prefix=prefix,
+            default_job_options=default_job_options,
+            serializer=serializer,
+            max_payload_bytes=max_payload_bytes,
+            max_log_lines=max_log_lines,
+            hooks=hooks,
+        )
+        self._owns_client = redis is None or isinstance(redis, str)
+        self.client: SyncClient = (
+            create_sync_client(redis) if redis is None or isinstance(redis, str) else redis
+        )
+        check_decoding(self.client)
+        self.server_address, self.server_port = server_address(self.client)
+        self._checked = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def _call(self, operation: str, script: LuaScript, args: list[Any]) -> Any:
+        with redis_unavailable(operation):
+            if not self._checked:
+                check_server_sync(self.client)
+                self._checked = True
+            return run_script_sync(self.client, script, self.keys, args)
+
+    def add(self, name: str, data: Any = None, **options: Unpack[JobOptionsKwargs]) -> Job:
+        """Enqueue one job. With a ``job_id`` that exists, return that job and write nothing."""
+        plan = AddPlan(self.name, [(name, data, self.options(options))], bulk=False)
+        return self._add(plan)[0]
+
+    def add_bulk(self, jobs: Iterable[JobSpec]) -> list[Job]:
+        """Enqueue several jobs atomically, in one round trip."""
+        return self._add(self.plan_bulk(jobs))
+
+    def _add(self, plan: AddPlan) -> list[Job]:
+        hooks = self.hooks.snapshot().around_enqueue
+        if not hooks:
+            return self._run_add(plan)
+        plan.event.server_address, plan.event.server_port = self.server_address, self.server_port
+        with Around(hooks, plan.event):
+            return self._run_add(plan)
+
+    def _run_add(self, plan: AddPlan) -> list[Job]:
+        reply = self._call("add", _ADD, plan.args(self.serializer, self.max_payload_bytes))
+        return plan.result(reply, self.serializer, None)
+
+    def get_job(self, job_id: str) -> Job | None:
+        snapshot = self._call("get_job", _GET_JOB, [job_id])
+        if snapshot is None:
+            return None
+        return snapshot_to_job(self.name, job_id, snapshot, self.serializer, None)
+
+    def get_counts(self) -> dict[str, int]:
+        return parse_counts(self._call("get_counts", _GET_COUNTS, []))
+
+    def get_jobs(
+        self,
+        states: JobState | str | Iterable[JobState | str] | None = None,
+        start: int = 0,
+        end: int = -1,
+    ) -> list[Job]:
+        reply = self._call("get_jobs", _GET_JOBS, [start, end, *state_names(states)])
+        return [
+            snapshot_to_job(self.name, item[0].decode(), item[1], self.serializer, None)
+            for item in reply
+        ]
