@@ -835,20 +835,23 @@ class Worker:
             await asyncio.sleep(interval)
             if not self._running:
                 continue
-            pairs = [(job_id, job._token or "") for job_id, job in self._running.items()]
+            sent = {job_id: job._token or "" for job_id, job in self._running.items()}
             args: list[Any] = [lock_ms]
-            for pair in pairs:
+            for pair in sent.items():
                 args.extend(pair)
             try:
                 lost = await run_script(self.client, _EXTEND, self.keys, args)
             except TRANSIENT_ERRORS as exc:
-                _log.warning("lock_renewal_failed", error=str(exc), jobs=len(pairs))
+                _log.warning("lock_renewal_failed", error=str(exc), jobs=len(sent))
                 interval = min(1.0, self.lock_duration / 4)  # try again soon
                 continue
             interval = self.lock_duration / 2
             self.last_contact = time.monotonic()
             for raw_id in lost:
                 job_id = raw_id.decode()
+                job = self._running.get(job_id)
+                if job is None or job._token != sent[job_id]:
+                    continue  # settled while the renewal was in flight: not lost
                 _log.warning(
                     "job_lock_lost",
                     job_id=job_id,
