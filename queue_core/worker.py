@@ -218,11 +218,12 @@ class Worker:
         self._background: set[asyncio.Task[Any]] = set()
         self._wakeup = asyncio.Event()  # a slot freed up, or the worker is closing
         self._stopping = asyncio.Event()
+        self._force = asyncio.Event()  # stop waiting for running jobs
         self._ready = asyncio.Event()  # started, or failed to start
         self._stopped = asyncio.Event()
         self._blocking: asyncio.Future[Any] | None = None
         self._main: asyncio.Task[None] | None = None
-        self._state = "new"  # new -> running -> closing -> closed
+        self._state = "new"  # new -> starting -> running -> closing -> closed
         self._hold_until = 0.0
         self._redis_backoff = _Backoff()
         self.last_contact: float | None = None  # time.monotonic() of the last Redis reply
@@ -285,6 +286,7 @@ class Worker:
         """Run until ``close()`` (or SIGTERM/SIGINT when ``handle_signals``)."""
         if self._state != "new":
             raise QueueError("a Worker runs once; create a new one")
+        self._state = "starting"
         installed = self._install_signal_handlers() if handle_signals else []
         try:
             await self._start()
@@ -314,13 +316,13 @@ class Worker:
         if self._state == "new":
             self._state = "closed"
             return
-        if self._state == "running":
+        if self._state in ("starting", "running"):
             self._state = "closing"
             _log.info(
                 "worker_closing", queue=self.name, worker_id=self.id, running=self.active_jobs
             )
         if force:
-            self.shutdown_timeout = 0.0
+            self._force.set()
         self._stopping.set()
         self._wakeup.set()
         if self._blocking is not None:
@@ -342,9 +344,9 @@ class Worker:
         self.request_close(force=force)
 
     async def _start(self) -> None:
-        if self._state == "closed":
-            return
         await self._with_redis("connect", lambda: check_server(self.client))
+        if self._stopping.is_set():
+            return  # closed while connecting
         self._state = "running"
         self._ready.set()
         self._spawn_background(self._renew_loop())
@@ -361,24 +363,23 @@ class Worker:
             await notify(hooks, WorkerEvent(self.name, self.id, self.concurrency))
 
     async def _shutdown(self) -> None:
-        if self._state in ("new", "closed") and not self._background:
+        if not self._background and not self._slots:  # never started
             self._state = "closed"
             await self._close_client()
             return
         self._state = "closing"
+        await self._wait_for_slots()
         if self._slots:
-            _, pending = await asyncio.wait(self._slots, timeout=self.shutdown_timeout)
-            if pending:
-                left = sorted(self._running)
-                _log.warning(
-                    "worker_shutdown_timeout",
-                    queue=self.name,
-                    worker_id=self.id,
-                    left_to_stalled_recovery=left,
-                )
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending)
+            _log.warning(
+                "worker_shutdown_timeout",
+                queue=self.name,
+                worker_id=self.id,
+                left_to_stalled_recovery=sorted(self._running),
+            )
+            pending = set(self._slots)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -390,6 +391,22 @@ class Worker:
             await notify(hooks, WorkerEvent(self.name, self.id, self.concurrency))
         _log.info("worker_stopped", queue=self.name, worker_id=self.id)
         await self._close_client()
+
+    async def _wait_for_slots(self) -> None:
+        """Wait until running jobs finish, ``shutdown_timeout`` passes, or a force."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_timeout
+        forced = asyncio.ensure_future(self._force.wait())
+        try:
+            while self._slots and not self._force.is_set():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                await asyncio.wait(
+                    {*self._slots, forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            forced.cancel()
 
     async def _close_client(self) -> None:
         if self._owns_client:

@@ -22,6 +22,7 @@ from queue_core import (
     Worker,
 )
 from tests.conftest import wait_counts, wait_for
+from tests.redis_server import free_port
 from tests.test_queue import evalsha_calls
 
 
@@ -284,3 +285,36 @@ async def test_close_of_an_idle_worker_does_not_wait_for_its_block(
         await asyncio.sleep(0.2)
         started = time.monotonic()
     assert time.monotonic() - started < 5.0
+
+
+async def test_close_while_redis_is_unreachable_at_start(queue_name: str) -> None:
+    async def process(job: Job) -> None:
+        return None
+
+    worker = Worker(queue_name, process, redis=f"redis://127.0.0.1:{free_port()}/0")
+    runner = asyncio.create_task(worker.run(handle_signals=False))
+    await asyncio.sleep(0.5)  # retrying the connection with backoff, logging each failure
+    assert not runner.done() and not worker.running
+    await asyncio.wait_for(worker.close(), timeout=10)
+    assert runner.done() and not worker.running
+
+
+async def test_force_interrupts_a_graceful_shutdown_in_progress(
+    queue: Queue, make_worker: Callable[..., Worker]
+) -> None:
+    started = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    await queue.add("slow")
+    worker = make_worker(slow, shutdown_timeout=60)
+    async with worker:
+        await started.wait()
+        graceful = asyncio.create_task(worker.close())
+        await asyncio.sleep(0.2)
+        assert not graceful.done()  # waiting for the job, as it should
+        await asyncio.wait_for(worker.close(force=True), timeout=5)
+        await graceful
+    assert (await queue.get_counts())["active"] == 1  # left to stalled recovery
