@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,8 +89,8 @@ def create_sync_client(url: str | None) -> redis.Redis:
 
 
 def check_decoding(client: Any) -> None:
-    kwargs = _connection_kwargs(client)
-    if kwargs.get("decode_responses"):
+    # The encoder is there before the first connection, for cluster clients too.
+    if client.get_encoder().decode_responses:
         raise InvalidOptionError(
             "the Redis client must be created with decode_responses=False: job payloads are bytes"
         )
@@ -105,12 +106,17 @@ def _connection_kwargs(client: Any) -> dict[str, Any]:
     return {}
 
 
-def server_address(client: Any) -> tuple[str | None, int | None]:
-    """``server.address`` and ``server.port`` for telemetry: host and port, or a socket path."""
-    if hasattr(client, "get_default_node"):
-        node = client.get_default_node()
-        if node is not None:
-            return node.host, int(node.port)
+def server_address(client: Any, key: str | None = None) -> tuple[str | None, int | None]:
+    """``server.address`` and ``server.port`` for telemetry: host and port, or a socket path.
+
+    For a cluster client, once it has connected, the primary that serves ``key`` (every
+    key of a queue lives in one slot, so one node serves the whole queue).
+    """
+    if hasattr(client, "get_node_from_key"):
+        node = None
+        with contextlib.suppress(Exception):  # not connected yet: no slot map
+            node = client.get_node_from_key(key) if key else client.get_default_node()
+        return (node.host, int(node.port)) if node is not None else (None, None)
     kwargs = _connection_kwargs(client)
     if "path" in kwargs:
         return str(kwargs["path"]), None

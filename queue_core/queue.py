@@ -140,6 +140,9 @@ class Queue(QueueSettings):
         with redis_unavailable(operation):
             if not self._checked:
                 await check_server(self.client)
+                self.server_address, self.server_port = server_address(
+                    self.client, self.keys["wait"]
+                )
                 self._checked = True
             return await run_script(self.client, script, self.keys, args)
 

@@ -90,6 +90,9 @@ class SyncQueue(QueueSettings):
         with redis_unavailable(operation):
             if not self._checked:
                 check_server_sync(self.client)
+                self.server_address, self.server_port = server_address(
+                    self.client, self.keys["wait"]
+                )
                 self._checked = True
             return run_script_sync(self.client, script, self.keys, args)
 

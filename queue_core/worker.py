@@ -345,6 +345,7 @@ class Worker:
 
     async def _start(self) -> None:
         await self._with_redis("connect", lambda: check_server(self.client))
+        self.server_address, self.server_port = server_address(self.client, self.keys["wait"])
         if self._stopping.is_set():
             return  # closed while connecting
         self._state = "running"

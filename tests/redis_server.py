@@ -27,6 +27,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    for _ in range(1000):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no usable port for a cluster node")
+
+
 class RedisServer:
     def __init__(
         self,
@@ -117,7 +132,10 @@ class RedisCluster:
 
     def __init__(self, masters: int = 3) -> None:
         self.nodes = [
-            RedisServer(extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
+            RedisServer(
+                extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                port=cluster_port(),
+            )
             for _ in range(masters)
         ]
 
@@ -128,19 +146,19 @@ class RedisCluster:
         subprocess.run(
             ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
             check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "REDISCLI_AUTH": ""},
+            capture_output=True,
+            env={k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"},
         )
         deadline = time.monotonic() + 20
-        client = self.nodes[0].client()
-        try:
-            while client.cluster("INFO").get("cluster_state") != "ok":
-                if time.monotonic() > deadline:
-                    raise TimeoutError("cluster did not reach state ok")
-                time.sleep(0.1)
-        finally:
-            client.close()
+        for node in self.nodes:
+            client = node.client()
+            try:
+                while client.cluster("INFO").get("cluster_state") != "ok":
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("cluster did not reach state ok")
+                    time.sleep(0.05)
+            finally:
+                client.close()
         return self
 
     @property

@@ -1,0 +1,199 @@
+"""queue_core on a real Redis Cluster: three masters, queues spread over their slots.
+
+A queue's keys share the hash tag ``{queue}``, so each queue lives in one slot (one node)
+and every script call is a single-slot call. Several queues are used so that they land on
+different nodes, and one ``redis.asyncio.cluster.RedisCluster`` client serves them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from queue_core import (
+    Backoff,
+    InvalidOptionError,
+    Job,
+    JobOptions,
+    JobSpec,
+    JobState,
+    Queue,
+    Worker,
+)
+from queue_core.keys import QueueKeys
+from tests.conftest import wait_counts
+from tests.redis_server import RedisCluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    local = RedisCluster(masters=3)
+    try:
+        local.start()
+        yield local
+    finally:
+        local.cleanup()
+
+
+@pytest.fixture
+def admin(cluster: RedisCluster) -> Iterator[redis.Redis]:
+    """A plain client to one node, for CLUSTER KEYSLOT and CLUSTER SLOTS."""
+    client = cluster.nodes[0].client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def client(cluster: RedisCluster) -> AsyncIterator[AsyncRedisCluster]:
+    nodes = [ClusterNode(host, port) for host, port in cluster.startup_nodes]
+    cluster_client = AsyncRedisCluster(startup_nodes=nodes, decode_responses=False)
+    yield cluster_client
+    await cluster_client.aclose()
+
+
+def command(client: redis.Redis, *args: str) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def keyslot(admin: redis.Redis, key: str) -> int:
+    return int(command(admin, "CLUSTER", "KEYSLOT", key))
+
+
+def slot_owners(admin: redis.Redis) -> list[tuple[int, int, int]]:
+    """(first slot, last slot, master port) for every slot range."""
+    ranges = []
+    for entry in command(admin, "CLUSTER", "SLOTS"):
+        ranges.append((int(entry[0]), int(entry[1]), int(entry[2][1])))
+    return ranges
+
+
+def owner_of(admin: redis.Redis, key: str) -> int:
+    slot = keyslot(admin, key)
+    for first, last, port in slot_owners(admin):
+        if first <= slot <= last:
+            return port
+    raise AssertionError(f"slot {slot} has no owner")
+
+
+def queue_names_on_every_node(admin: redis.Redis, masters: int) -> dict[int, str]:
+    """One fresh queue name per master (its keys' slot is served by that master)."""
+    names: dict[int, str] = {}
+    while len(names) < masters:
+        name = f"cq-{uuid.uuid4().hex[:10]}"
+        names.setdefault(owner_of(admin, QueueKeys(name)["wait"]), name)
+    return names
+
+
+async def run_lifecycle(client: AsyncRedisCluster, name: str) -> list[Job]:
+    """add, add_bulk, a delayed job, a job that fails once and retries; all complete."""
+    runs: dict[str, int] = {}
+
+    async def process(job: Job) -> Any:
+        runs[job.id] = runs.get(job.id, 0) + 1
+        if job.name == "flaky" and runs[job.id] == 1:
+            raise RuntimeError("first attempt fails")
+        return {"queue": name, "job": job.name, "data": job.data}
+
+    queue = Queue(name, redis=client)
+    single = await queue.add("single", {"n": 1})
+    bulk = await queue.add_bulk(
+        [JobSpec("bulk", {"i": i}, JobOptions(priority=i)) for i in range(3)]
+    )
+    delayed = await queue.add("delayed", {"n": 2}, delay=timedelta(milliseconds=300))
+    flaky = await queue.add("flaky", {"n": 3}, attempts=2, backoff=Backoff.fixed(0.1))
+    assert delayed.state is JobState.DELAYED
+    assert await queue.get_counts() == {
+        "waiting": 5,
+        "active": 0,
+        "delayed": 1,
+        "completed": 0,
+        "failed": 0,
+    }
+    waiting = await queue.get_jobs("waiting")
+    # Run order: the highest priority first, then FIFO within priority 0.
+    assert [j.id for j in waiting] == [bulk[2].id, bulk[1].id, single.id, bulk[0].id, flaky.id]
+
+    worker = Worker(name, process, redis=client, drain_delay=1, shutdown_timeout=5)
+    async with worker:
+        await wait_counts(queue, completed=6, timeout=20)
+    await queue.close()
+
+    assert runs[flaky.id] == 2
+    assert all(runs[job.id] == 1 for job in [single, *bulk, delayed])
+    done = await queue.get_jobs("completed")
+    assert await queue.get_counts() == {
+        "waiting": 0,
+        "active": 0,
+        "delayed": 0,
+        "completed": 6,
+        "failed": 0,
+    }
+    return done
+
+
+async def test_queues_on_every_node_complete_their_jobs(
+    cluster: RedisCluster, admin: redis.Redis, client: AsyncRedisCluster
+) -> None:
+    names = queue_names_on_every_node(admin, len(cluster.nodes))
+    assert len(set(names)) >= 2, "the queues should be spread over at least two nodes"
+
+    results = await asyncio.gather(*(run_lifecycle(client, name) for name in names.values()))
+
+    for (port, name), done in zip(names.items(), results, strict=True):
+        assert len(done) == 6
+        assert all(job.state is JobState.COMPLETED for job in done)
+        assert all(job.return_value["queue"] == name for job in done)
+        by_name = {job.name: job for job in done}
+        flaky = by_name["flaky"]
+        assert (flaky.attempts_made, flaky.attempts_started) == (2, 2)
+        assert flaky.failed_reason is None  # completing clears the first attempt's error
+        delayed = by_name["delayed"]
+        assert delayed.started_at is not None
+        assert delayed.started_at - delayed.enqueued_at >= timedelta(milliseconds=290)
+
+        # Every key of the queue is in one slot, on the master that owns that slot.
+        keys = QueueKeys(name)
+        slots = {keyslot(admin, k) for k in keys.all()}
+        assert len(slots) == 1, f"{name}'s keys span slots {slots}"
+        assert {owner_of(admin, k) for k in keys.all()} == {port}
+        for node in cluster.nodes:
+            node_client = node.client()
+            try:
+                found = node_client.keys(f"qc:{{{name}}}:*")
+                stored = [k.decode() if isinstance(k, bytes) else k for k in found]
+            finally:
+                node_client.close()
+            if node.port == port:
+                assert stored, f"{name} wrote nothing on its own node"
+                assert set(stored) <= set(keys.all())
+            else:
+                assert stored == [], f"{name} has keys on node {node.port}: {stored}"
+
+
+async def test_cluster_client_must_not_decode_responses(cluster: RedisCluster) -> None:
+    nodes = [ClusterNode(host, port) for host, port in cluster.startup_nodes]
+    decoding = AsyncRedisCluster(startup_nodes=nodes, decode_responses=True)
+    try:
+        with pytest.raises(InvalidOptionError, match="decode_responses=False"):
+            Queue("decoding", redis=decoding)
+        with pytest.raises(InvalidOptionError, match="decode_responses=False"):
+            Worker("decoding", lambda job: None, redis=decoding)
+    finally:
+        await decoding.aclose()
+
+
+async def test_server_address_is_the_node_serving_the_queue(
+    cluster: RedisCluster, client: AsyncRedisCluster, admin: redis.Redis
+) -> None:
+    queue = Queue(f"addr-{uuid.uuid4().hex[:8]}", redis=client)
+    await queue.add("x", 1)
+    assert queue.server_address == "127.0.0.1"
+    assert queue.server_port == owner_of(admin, queue.keys["wait"])
