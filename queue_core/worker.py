@@ -765,6 +765,7 @@ class Worker:
         error: BaseException | None = None,
     ) -> tuple[str, bytes, bytes] | None:
         if settled.status in (SETTLED, ALREADY_SETTLED):
+            self._running.pop(job.id, None)  # no lock to renew any more, even during hooks
             await self._record_outcome(job, settled, outcome, hooks, event=event, error=error)
         else:
             lost = LockLostError(

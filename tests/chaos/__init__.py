@@ -1,0 +1,1 @@
+"""Process-level fault tests: real worker processes, real redis-server, real signals."""

@@ -1,0 +1,209 @@
+"""Helpers of the chaos tests: worker subprocesses, polling with deadlines, tracking reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+from tests.chaos.worker_process import COMPLETED, tracking_key
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_CLIENT_NAME = "chaos-test"
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.02,
+    context: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            extra = f"\n{context()}" if context is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """One ``tests.chaos.worker_process`` subprocess, its output in files."""
+
+    def __init__(self, workdir: Path, redis_url: str, queue: str, tag: str, **options: Any):
+        self.tag = tag
+        self.stdout_path = workdir / f"worker-{tag}.out"
+        self.stderr_path = workdir / f"worker-{tag}.err"
+        self.command = [
+            sys.executable,
+            "-m",
+            "tests.chaos.worker_process",
+            "--redis-url",
+            redis_url,
+            "--queue",
+            queue,
+            "--tag",
+            tag,
+        ]
+        for name, value in options.items():
+            self.command += [f"--{name.replace('_', '-')}", str(value)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, "QUEUE_CORE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+        env.pop("REDIS_URL", None)
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                self.command, cwd=ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            )
+        return self
+
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        assert self.process is not None, "not started"
+        return self.process
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        code = self.popen.poll()
+        return (
+            f"worker {self.tag} (pid {self.pid}, exit code {code})\n"
+            f"--- stdout ---\n{self.stdout()[-2000:]}\n--- stderr ---\n{self.stderr()[-6000:]}"
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                raise AssertionError(f"worker exited before it was ready\n{self.describe()}")
+            return any(line.startswith("ready") for line in self.stdout().splitlines())
+
+        wait_until(ready, timeout=timeout, what=f"worker {self.tag} to be ready")
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """The worker's structlog JSON lines (other stderr lines are skipped)."""
+        events: list[dict[str, Any]] = []
+        for line in self.stderr().splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict) and "event" in item:
+                events.append(item)
+        return events
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [item for item in self.log_events() if item["event"] == name]
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL, and wait until the process is gone."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"worker {self.tag} did not exit within {timeout}s\n{self.describe()}"
+            ) from None
+
+    def cleanup(self) -> None:
+        if self.process is not None:
+            self.kill()
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    """When a worker logged ``event`` (structlog's ISO timestamp, UTC)."""
+    return datetime.fromisoformat(event["timestamp"])
+
+
+def plain_client(url: str) -> redis.Redis:
+    """The tests' own plain client, named so that other clients can be told apart."""
+    return redis.Redis.from_url(url, client_name=TEST_CLIENT_NAME)
+
+
+def wait_until_disconnected(client: redis.Redis, timeout: float = 10.0) -> None:
+    """Wait until Redis has dropped every connection but the tests' own (a killed worker's)."""
+
+    def others() -> list[dict[str, Any]]:
+        return [c for c in client.client_list() if c.get("name") != TEST_CLIENT_NAME]
+
+    wait_until(
+        lambda: not others(),
+        timeout=timeout,
+        what="Redis to drop the killed worker's connections",
+        context=lambda: repr(others()),
+    )
+
+
+def tracked(client: redis.Redis, queue: str, kind: str) -> list[tuple[str, str]]:
+    """Events of ``kind`` recorded by the worker processes, as (job id, worker tag)."""
+    events = []
+    for field, who in client.hgetall(tracking_key(queue, kind)).items():
+        job_id, _, _ = _text(field).rpartition("|")
+        events.append((job_id, _text(who).partition(":")[0]))
+    return events
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def count_by_job(
+    client: redis.Redis, queue: str, kind: str, tag: str | None = None
+) -> Counter[str]:
+    """How many events of ``kind`` each job has (only those of worker ``tag`` if given)."""
+    return Counter(
+        job_id for job_id, who in tracked(client, queue, kind) if tag is None or who == tag
+    )
+
+
+def wait_for_hooks(
+    client: redis.Redis, queue: str, job_ids: Iterable[str], timeout: float = 10.0
+) -> None:
+    """Wait until the ``on_completed`` hook has recorded each of ``job_ids``: the hook
+    runs just after the job is settled, so a job can be completed a moment before."""
+    expected = set(job_ids)
+
+    def missing() -> set[str]:
+        return expected - count_by_job(client, queue, COMPLETED).keys()
+
+    wait_until(
+        lambda: not missing(),
+        timeout=timeout,
+        what="the on_completed hooks of the completed jobs",
+        context=lambda: f"no on_completed record for jobs {sorted(missing())}",
+    )
