@@ -4,7 +4,7 @@ Delivery is at least once: after a crash a job can run twice, so make processors
 idempotent (a stable ``job_id``, idempotency keys). The curated public API is below.
 """
 
-from queue_core.commands import JobSpec
+from queue_core.commands import JobSpec, QueueStats
 from queue_core.errors import (
     DelayedError,
     InvalidOptionError,
@@ -23,6 +23,7 @@ from queue_core.hooks import (
     EnqueuedJob,
     EnqueueEvent,
     Hook,
+    InternalEvent,
     JobEvent,
     Outcome,
     ProcessEvent,
@@ -33,7 +34,7 @@ from queue_core.hooks import (
     unregister_hook,
 )
 from queue_core.job import Job, JobState
-from queue_core.log import configure_logging
+from queue_core.log import configure_logging, register_log_processor, unregister_log_processor
 from queue_core.options import Backoff, JobOptions, KeepJobs, RateLimit
 from queue_core.queue import Queue
 from queue_core.retry import BackoffStrategy
@@ -48,6 +49,7 @@ __all__ = [
     "EnqueueEvent",
     "EnqueuedJob",
     "Hook",
+    "InternalEvent",
     "InvalidOptionError",
     "Job",
     "JobEvent",
@@ -65,6 +67,7 @@ __all__ = [
     "Processor",
     "Queue",
     "QueueError",
+    "QueueStats",
     "RateLimit",
     "RateLimitError",
     "RateLimitEvent",
@@ -79,6 +82,8 @@ __all__ = [
     "WorkerEvent",
     "configure_logging",
     "register_hook",
+    "register_log_processor",
     "unregister_hook",
+    "unregister_log_processor",
 ]
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from queue_core.envelope import encode_envelope
@@ -22,10 +23,12 @@ __all__ = [
     "FetchSettings",
     "Fetched",
     "JobSpec",
+    "QueueStats",
     "Settled",
     "parse_counts",
     "parse_fetch",
     "parse_settle",
+    "parse_stats",
     "snapshot_to_job",
     "state_names",
 ]
@@ -159,6 +162,32 @@ def state_names(states: JobState | str | Iterable[JobState | str] | None) -> lis
 
 def parse_counts(reply: Sequence[Any]) -> dict[str, int]:
     return dict(zip(_STATES, (int(n) for n in reply), strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts per state and the age of the oldest waiting job, read at one instant.
+
+    ``oldest_waiting_age`` is in seconds (``None`` when nothing waits): how long the job
+    that has waited longest has been ready, by Redis's clock. With several priorities it
+    looks at the longest-waiting job of each priority.
+    """
+
+    counts: dict[str, int]
+    oldest_waiting_age: float | None
+    measured_at: datetime
+
+
+def parse_stats(reply: Sequence[Any]) -> QueueStats:
+    values = [int(x) for x in reply]
+    now, oldest = values[5], values[6]
+    measured_at = ms_to_datetime(now)
+    assert measured_at is not None
+    return QueueStats(
+        counts=dict(zip(_STATES, values[:5], strict=True)),
+        oldest_waiting_age=None if oldest < 0 else max(0.0, (now - oldest) / 1000),
+        measured_at=measured_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)

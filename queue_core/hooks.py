@@ -1,11 +1,14 @@
 """Lifecycle hooks: the seam for instrumentation (queue_otel) and for users.
 
-Subclass ``Hook`` and override what you need. Two "around" hooks return a context manager
+Subclass ``Hook`` and override what you need. The "around" hooks return a context manager
 (or ``None``) that wraps an operation: ``around_enqueue`` wraps an add (it may write
 entries into each job's ``headers``), ``around_process`` wraps one processing attempt,
-from the call of the processor to the settling of the attempt in Redis. Their "after"
-part always runs: the operation's outcome and error are set on the event first, and the
-context manager is exited normally, even when the operation failed or was cancelled.
+from the call of the processor to the settling of the attempt in Redis, and
+``around_internal`` wraps the worker's own bookkeeping calls to Redis (fetching, idle
+waiting, lock renewal, stalled checks), so that instrumentation can keep them out of traces.
+Their "after" part always runs: the operation's outcome and error are set on the event
+first, and the context manager is exited normally, even when the operation failed or was
+cancelled.
 
 The ``on_*`` notifications run after the fact; they may be plain functions or coroutine
 functions. Hooks run inline, so keep them quick.
@@ -38,6 +41,7 @@ __all__ = [
     "EnqueuedJob",
     "Hook",
     "HookRegistry",
+    "InternalEvent",
     "JobEvent",
     "Outcome",
     "ProcessEvent",
@@ -100,6 +104,16 @@ class ProcessEvent:
     delay: float | None = None
 
 
+@dataclass(slots=True)
+class InternalEvent:
+    """One of the worker's own calls to Redis, outside any job."""
+
+    queue: str
+    worker_id: str
+    operation: Literal["connect", "fetch", "wait", "wake", "renew_locks", "recover_stalled"]
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class JobEvent:
     """A job completed, failed for good, was scheduled for a retry, delayed or progressed."""
@@ -150,6 +164,9 @@ class Hook:
     def around_process(self, event: ProcessEvent) -> AbstractContextManager[object] | None:
         return None
 
+    def around_internal(self, event: InternalEvent) -> AbstractContextManager[object] | None:
+        return None
+
     def on_completed(self, event: JobEvent) -> Awaitable[None] | None:
         return None
 
@@ -178,7 +195,7 @@ class Hook:
         return None
 
 
-_AROUND = ("around_enqueue", "around_process")
+_AROUND = ("around_enqueue", "around_process", "around_internal")
 _NOTIFY = (
     "on_completed",
     "on_failed",
@@ -199,6 +216,7 @@ class HookSet:
 
     around_enqueue: tuple[AroundHook, ...]
     around_process: tuple[AroundHook, ...]
+    around_internal: tuple[AroundHook, ...]
     on_completed: tuple[Notification, ...]
     on_failed: tuple[Notification, ...]
     on_retry_scheduled: tuple[Notification, ...]

@@ -15,9 +15,36 @@ from typing import Literal
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "register_log_processor", "unregister_log_processor"]
 
 LogFormat = Literal["auto", "json", "console"]
+
+_plugins: list[structlog.typing.Processor] = []
+
+
+def register_log_processor(processor: structlog.typing.Processor) -> None:
+    """Add a processor to the chain ``configure_logging`` builds, before or after it runs.
+
+    Instrumentation uses it to add trace ids to every line without owning the logging
+    set-up (queue_otel registers ``add_trace_context`` when it instruments).
+    """
+    if processor not in _plugins:
+        _plugins.append(processor)
+
+
+def unregister_log_processor(processor: structlog.typing.Processor) -> None:
+    if processor in _plugins:
+        _plugins.remove(processor)
+
+
+def _run_plugins(
+    logger: structlog.typing.WrappedLogger, method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    for processor in tuple(_plugins):
+        result = processor(logger, method, event_dict)
+        if isinstance(result, dict):
+            event_dict = result
+    return event_dict
 
 
 def configure_logging(fmt: LogFormat | None = None, level: str | int | None = None) -> None:
@@ -44,6 +71,7 @@ def configure_logging(fmt: LogFormat | None = None, level: str | int | None = No
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _run_plugins,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

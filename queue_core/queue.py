@@ -11,7 +11,9 @@ from typing import Any, Self, Unpack
 from queue_core.commands import (
     AddPlan,
     JobSpec,
+    QueueStats,
     parse_counts,
+    parse_stats,
     snapshot_to_job,
     state_names,
 )
@@ -40,6 +42,7 @@ _ADD = load_script("add")
 _GET_JOB = load_script("get_job")
 _GET_JOBS = load_script("get_jobs")
 _GET_COUNTS = load_script("get_counts")
+_GET_STATS = load_script("get_stats")
 _UPDATE_PROGRESS = load_script("update_progress")
 _ADD_LOG = load_script("add_log")
 
@@ -177,6 +180,10 @@ class Queue(QueueSettings):
     async def get_counts(self) -> dict[str, int]:
         """Jobs per state: waiting, active, delayed, completed, failed (one instant)."""
         return parse_counts(await self._call("get_counts", _GET_COUNTS, []))
+
+    async def get_stats(self) -> QueueStats:
+        """Counts per state and the age of the oldest waiting job (one instant, one call)."""
+        return parse_stats(await self._call("get_stats", _GET_STATS, []))
 
     async def get_jobs(
         self,

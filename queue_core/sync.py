@@ -11,7 +11,15 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self, Unpack
 
-from queue_core.commands import AddPlan, JobSpec, parse_counts, snapshot_to_job, state_names
+from queue_core.commands import (
+    AddPlan,
+    JobSpec,
+    QueueStats,
+    parse_counts,
+    parse_stats,
+    snapshot_to_job,
+    state_names,
+)
 from queue_core.connection import (
     SyncClient,
     check_decoding,
@@ -28,6 +36,7 @@ from queue_core.queue import (
     _GET_COUNTS,
     _GET_JOB,
     _GET_JOBS,
+    _GET_STATS,
     DEFAULT_MAX_LOG_LINES,
     DEFAULT_MAX_PAYLOAD_BYTES,
     QueueSettings,
@@ -40,7 +49,8 @@ __all__ = ["SyncQueue"]
 
 class SyncQueue(QueueSettings):
     """The blocking twin of ``Queue``: ``add``, ``add_bulk``, ``get_job``, ``get_counts``,
-    ``get_jobs``. ``redis`` is a URL or a ``redis.Redis`` / ``redis.cluster.RedisCluster``."""
+    ``get_stats``, ``get_jobs``. ``redis`` is a URL or a ``redis.Redis`` /
+    ``redis.cluster.RedisCluster``."""
 
     def __init__(
         self,
@@ -125,6 +135,10 @@ class SyncQueue(QueueSettings):
 
     def get_counts(self) -> dict[str, int]:
         return parse_counts(self._call("get_counts", _GET_COUNTS, []))
+
+    def get_stats(self) -> QueueStats:
+        """Counts per state and the age of the oldest waiting job (one instant, one call)."""
+        return parse_stats(self._call("get_stats", _GET_STATS, []))
 
     def get_jobs(
         self,

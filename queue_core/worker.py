@@ -21,7 +21,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self
@@ -62,6 +62,7 @@ from queue_core.hooks import (
     Around,
     Hook,
     HookSet,
+    InternalEvent,
     JobEvent,
     ProcessEvent,
     RateLimitEvent,
@@ -92,6 +93,7 @@ _RECOVER = load_script("recover_stalled")
 _RATE_LIMIT = load_script("rate_limit")
 _GET_JOB = load_script("get_job")
 
+_NO_HOOK: Final = nullcontext()
 _WATCHDOG_S: Final = 3.0  # a blocking call that overruns its timeout by this much is dead
 _MAX_STACK_CHARS: Final = 16_000
 _RECOVER_BATCH: Final = 1000
@@ -344,7 +346,8 @@ class Worker:
         self.request_close(force=force)
 
     async def _start(self) -> None:
-        await self._with_redis("connect", lambda: check_server(self.client))
+        with self._internal("connect"):
+            await self._with_redis("connect", lambda: check_server(self.client))
         self.server_address, self.server_port = server_address(self.client, self.keys["wait"])
         if self._stopping.is_set():
             return  # closed while connecting
@@ -419,6 +422,13 @@ class Worker:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _internal(self, operation: Any) -> AbstractContextManager[object]:
+        """Wrap one of the worker's own Redis calls in the ``around_internal`` hooks."""
+        hooks = self.hooks.snapshot().around_internal
+        if not hooks:
+            return _NO_HOOK
+        return Around(hooks, InternalEvent(self.name, self.id, operation))
+
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless the worker starts closing; returns False if it did."""
         if self._stopping.is_set():
@@ -479,9 +489,10 @@ class Worker:
                 await self._sleep(hold)
                 continue
             try:
-                fetched = await self._with_redis(
-                    "fetch", lambda: self._fetch(self.concurrency - len(self._slots))
-                )
+                with self._internal("fetch"):
+                    fetched = await self._with_redis(
+                        "fetch", lambda: self._fetch(self.concurrency - len(self._slots))
+                    )
             except TRANSIENT_ERRORS:
                 break  # closing while Redis is down
             for raw in fetched.jobs:
@@ -491,7 +502,8 @@ class Worker:
             if fetched.rate_limit_ms > 0:
                 await self._hold(fetched.rate_limit_ms, manual=False)
                 continue
-            await self._wait_for_work(fetched)
+            with self._internal("wait"):
+                await self._wait_for_work(fetched)
 
     async def _fetch(self, count: int) -> Fetched:
         reply = await run_script(self.client, _FETCH, self.keys, self._fetch_settings.args(count))
@@ -547,7 +559,8 @@ class Worker:
             with suppress(*TRANSIENT_ERRORS):
                 await self.client.zadd(self.keys["marker"], {"0": 0})
 
-        self._spawn_background(poke())
+        with self._internal("wake"):  # the task copies this context
+            self._spawn_background(poke())
 
     async def _hold(self, ms: int, *, manual: bool) -> None:
         """Hold back fetching for ``ms`` (a rate limit), and tell the hooks."""
@@ -859,7 +872,8 @@ class Worker:
             for pair in sent.items():
                 args.extend(pair)
             try:
-                lost = await run_script(self.client, _EXTEND, self.keys, args)
+                with self._internal("renew_locks"):
+                    lost = await run_script(self.client, _EXTEND, self.keys, args)
             except TRANSIENT_ERRORS as exc:
                 _log.warning("lock_renewal_failed", error=str(exc), jobs=len(sent))
                 interval = min(1.0, self.lock_duration / 4)  # try again soon
@@ -882,9 +896,10 @@ class Worker:
     async def _stalled_loop(self) -> None:
         while True:
             try:
-                reply = await run_script(
-                    self.client, _RECOVER, self.keys, [self.max_stalled_count, _RECOVER_BATCH]
-                )
+                with self._internal("recover_stalled"):
+                    reply = await run_script(
+                        self.client, _RECOVER, self.keys, [self.max_stalled_count, _RECOVER_BATCH]
+                    )
             except TRANSIENT_ERRORS as exc:
                 _log.warning("stalled_check_failed", error=str(exc), queue=self.name)
             else:

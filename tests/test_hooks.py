@@ -18,6 +18,7 @@ from queue_core import (
     DelayedError,
     EnqueueEvent,
     Hook,
+    InternalEvent,
     Job,
     JobEvent,
     JobSpec,
@@ -295,3 +296,23 @@ async def test_hooks_run_in_the_jobs_context(
     async with make_worker(lambda job: None, hooks=[Context()]):
         await wait_for(lambda: len(contexts) == 1)
     assert contexts[0]["queue"] == queue.name and contexts[0]["attempt"] == 1
+
+
+async def test_internal_operations_are_wrapped(
+    queue: Queue, make_worker: Callable[..., Worker]
+) -> None:
+    seen: list[str] = []
+
+    class Internal(Hook):
+        @contextmanager
+        def around_internal(self, event: InternalEvent) -> Iterator[None]:
+            seen.append(event.operation)
+            yield
+
+    await queue.add("x")
+    async with make_worker(
+        lambda job: None, hooks=[Internal()], lock_duration=0.2, drain_delay=0.2
+    ):
+        await wait_counts(queue, completed=1)
+        await wait_for(lambda: {"renew_locks", "wait"} <= set(seen) or len(seen) > 20)
+    assert {"connect", "fetch", "wait", "recover_stalled"} <= set(seen)

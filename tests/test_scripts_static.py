@@ -55,6 +55,7 @@ KEY_COMMANDS: Final[dict[str, tuple[int, ...]]] = {
     "ZRANGE": (1,),
     "ZREVRANGE": (1,),
     "ZRANGEBYSCORE": (1,),
+    "ZREVRANGEBYSCORE": (1,),
     "ZPOPMIN": (1,),
 }
 KEYLESS_COMMANDS: Final = frozenset({"TIME"})
@@ -1351,6 +1352,7 @@ async def run_workload(queue: Queue, url: str) -> None:
         "completed": 9,
         "failed": 1,
     }
+    assert (await queue.get_stats()).oldest_waiting_age is None
 
 
 async def test_argv_never_carries_a_key_name(

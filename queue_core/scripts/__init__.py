@@ -46,6 +46,7 @@ SCRIPT_NAMES: Final = (
     "get_job",
     "get_jobs",
     "get_counts",
+    "get_stats",
 )
 
 _INCLUDE = re.compile(r"^--@include\s+(\w+)\s*$", re.MULTILINE)

@@ -39,6 +39,7 @@ for _, id in ipairs(expired) do
       failed[#failed + 1] = id
     else
       redis.call('ZREM', K.active, id)
+      rec.rdy = now
       redis.call('HSET', K.state, id, cjson.encode(rec))
       redis.call('ZADD', K.wait, wait_score(K, rec.p or 0, false), id)
       requeued[#requeued + 1] = id
