@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy queue_core
+	$(VENV)/bin/mypy queue_core queue_otel
 	$(VENV)/bin/lint-imports
 
 pytest: $(STAMP)

@@ -1,0 +1,93 @@
+"""``QueueInstrumentor``: turns the tracing and metrics hooks on for every queue and worker
+in the process, following opentelemetry-python-contrib's conventions.
+
+    QueueInstrumentor().instrument(tracer_provider=..., meter_provider=...)
+
+or, with no code change, ``opentelemetry-instrument python worker.py`` (found through the
+``opentelemetry_instrumentor`` entry point ``queue_core``; disable it with
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=queue_core``). Options are keywords of
+``instrument()`` or environment variables (see ``Settings``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from queue_core import (
+    Hook,
+    register_hook,
+    register_log_processor,
+    unregister_hook,
+    unregister_log_processor,
+)
+from queue_otel import semconv as sc
+from queue_otel.logs import add_trace_context, structlog_export_installed
+from queue_otel.metrics import MetricsHook
+from queue_otel.package import _instruments
+from queue_otel.queue_stats import QueueStatsObserver
+from queue_otel.settings import Settings
+from queue_otel.tracing import Tracers, TracingHook
+
+__all__ = ["QueueInstrumentor"]
+
+try:
+    __version__ = version("queue-core")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+
+class QueueInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Keywords of ``instrument()``: ``tracer_provider``, ``meter_provider``,
+    ``logger_provider``, and the ``Settings`` options (``trace_mode``,
+    ``propagate_baggage``, ``new_trace_after``, ``export_logs``, ``observe_queues``,
+    ``observe_redis_url``, ``suppress_internal``)."""
+
+    _hooks: list[Hook]
+    _observer: QueueStatsObserver | None
+    _log_processors: list[Any]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        settings = Settings.load(kwargs)
+        self.settings = settings
+        meter = metrics.get_meter(
+            "queue_otel", __version__, kwargs.get("meter_provider"), schema_url=sc.SCHEMA_URL
+        )
+        tracers = Tracers(kwargs.get("tracer_provider"), __version__)
+        # Tracing first: the metrics hook then runs inside each span, so its measurements
+        # carry exemplars of the trace.
+        self._hooks = [TracingHook(tracers, settings), MetricsHook(meter)]
+        for hook in self._hooks:
+            register_hook(hook)
+
+        self._log_processors = [add_trace_context]
+        if settings.export_logs and not structlog_export_installed():
+            from opentelemetry.instrumentation.structlog import StructlogProcessor  # noqa: PLC0415
+
+            export = StructlogProcessor(kwargs.get("logger_provider"))  # type: ignore[no-untyped-call]
+            self._log_processors.append(export)
+        for processor in self._log_processors:
+            register_log_processor(processor)
+
+        self._observer = None
+        if settings.observe_queues:
+            self._observer = QueueStatsObserver(
+                settings.observe_queues, meter, redis=settings.observe_redis_url
+            )
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        for hook in getattr(self, "_hooks", []):
+            unregister_hook(hook)
+        for processor in getattr(self, "_log_processors", []):
+            unregister_log_processor(processor)
+        observer = getattr(self, "_observer", None)
+        if observer is not None:
+            observer.close()
+        self._hooks, self._log_processors, self._observer = [], [], None

@@ -1,0 +1,385 @@
+"""Spans, per the messaging conventions, on queue_core's hooks.
+
+A trace in ``parent`` mode (the default)::
+
+    POST /users                      (the web framework's SERVER span)
+    └─ send emails          PRODUCER (the enqueue; its context travels in the job)
+       └─ job emails        INTERNAL (from the enqueue time to the final outcome)
+          ├─ process emails CONSUMER (attempt 1: failed, error.type set)
+          └─ process emails CONSUMER (attempt 2: completed)
+
+``add_bulk`` makes one ``create`` PRODUCER span per job and one ``send`` CLIENT span that
+links to them. Every ``process`` span also links to the producer's context, as the
+conventions ask. In ``link`` mode, or for a job delayed longer than ``new_trace_after``,
+the ``job`` span starts a new trace, linked to the producer.
+
+The ``job`` span is recorded at the job's final outcome, by whichever worker saw it, with
+its start time set to the enqueue time. Its span id is chosen at enqueue and carried in
+the ``queue-core-job`` header, so each attempt, in any worker and at any time, is created
+as its child. Choosing an id needs the SDK's tracer (its ``id_generator``); with another
+tracer implementation, attempts hang under the producer span directly.
+
+Job data, return values and error messages in headers never become attributes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from opentelemetry import baggage, context, trace
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode, Tracer
+
+from queue_core import (
+    EnqueuedJob,
+    EnqueueEvent,
+    Hook,
+    InternalEvent,
+    Job,
+    JobEvent,
+    ProcessEvent,
+    StalledEvent,
+)
+from queue_otel import semconv as sc
+from queue_otel.propagation import (
+    JOB_HEADER,
+    decode_span_context,
+    encode_span_context,
+    extract,
+    inject,
+)
+from queue_otel.settings import Settings
+
+__all__ = ["FAILED_OUTCOMES", "Tracers", "TracingHook"]
+
+FAILED_OUTCOMES: Final = frozenset({"failed", "retry", "lock_lost", "interrupted"})
+TRACER_NAME: Final = "queue_otel"
+JOB_TRACER_NAME: Final = "queue_otel.jobs"
+
+# Ids to use for the next span the job tracer starts (trace id, span id).
+_preset: ContextVar[tuple[int, int] | None] = ContextVar("queue_otel_preset_ids", default=None)
+
+
+class _PresetIds:
+    """Wraps a tracer's id generator: hands out preset ids while a job span is recorded."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def generate_span_id(self) -> int:
+        preset = _preset.get()
+        return preset[1] if preset is not None else int(self.inner.generate_span_id())
+
+    def generate_trace_id(self) -> int:
+        preset = _preset.get()
+        return preset[0] if preset is not None else int(self.inner.generate_trace_id())
+
+    def is_trace_id_random(self) -> bool:
+        check = getattr(self.inner, "is_trace_id_random", None)
+        return bool(check()) if callable(check) else False
+
+
+class Tracers:
+    """Looks tracers up lazily: the global provider may be set after ``instrument()``."""
+
+    def __init__(self, provider: trace.TracerProvider | None, version: str) -> None:
+        self._provider = provider
+        self._version = version
+        self._main: Tracer | None = None
+        self._jobs: Tracer | None = None
+
+    def _get(self, name: str) -> Tracer:
+        return trace.get_tracer(name, self._version, self._provider, schema_url=sc.SCHEMA_URL)
+
+    def main(self) -> Tracer:
+        if self._main is not None:
+            return self._main
+        tracer = self._get(TRACER_NAME)
+        if not isinstance(tracer, trace.ProxyTracer):
+            self._main = tracer  # a real tracer: keep it
+        return tracer
+
+    def jobs(self) -> Tracer | None:
+        """The tracer for job spans, able to use preset ids; None when the SDK is absent."""
+        if self._jobs is not None:
+            return self._jobs
+        tracer = self._get(JOB_TRACER_NAME)
+        generator = getattr(tracer, "id_generator", None)
+        if generator is None:
+            return None
+        if not isinstance(generator, _PresetIds):
+            tracer.id_generator = _PresetIds(generator)  # type: ignore[attr-defined]
+        self._jobs = tracer
+        return tracer
+
+    def new_ids(self) -> tuple[int, int]:
+        jobs = self.jobs()
+        generator = getattr(jobs, "id_generator", None)
+        if isinstance(generator, _PresetIds):
+            return int(generator.inner.generate_trace_id()), int(generator.inner.generate_span_id())
+        return random.getrandbits(128) or 1, random.getrandbits(64) or 1
+
+
+def _ns(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1_000_000_000)
+
+
+def _error_type(error: BaseException) -> str:
+    return type(error).__qualname__
+
+
+def _remote_parent(span_context: trace.SpanContext) -> Context:
+    return trace.set_span_in_context(NonRecordingSpan(span_context), Context())
+
+
+class TracingHook(Hook):
+    def __init__(self, tracers: Tracers, settings: Settings) -> None:
+        self._tracers = tracers
+        self._settings = settings
+
+    # ------------------------------------------------------------------ producer side
+
+    def _base(self, queue: str, address: str | None, port: int | None) -> dict[str, Any]:
+        attributes: dict[str, Any] = {sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue}
+        if address is not None:
+            attributes[sc.SERVER_ADDRESS] = address
+        if port is not None:
+            attributes[sc.SERVER_PORT] = port
+        return attributes
+
+    @contextmanager
+    def around_enqueue(self, event: EnqueueEvent) -> Iterator[None]:
+        tracer = self._tracers.main()
+        base = self._base(event.queue, event.server_address, event.server_port)
+        creates: list[trace.Span] = []
+        if event.bulk:
+            for job in event.jobs:
+                create = tracer.start_span(
+                    f"create {event.queue}",
+                    kind=SpanKind.PRODUCER,
+                    attributes={**base, sc.OPERATION_NAME: "create", sc.OPERATION_TYPE: "create",
+                                sc.JOB_NAME: job.name},
+                )  # fmt: skip
+                self._stamp(job, create)
+                creates.append(create)
+            created = [c.get_span_context() for c in creates]
+            send = tracer.start_span(
+                f"send {event.queue}",
+                kind=SpanKind.CLIENT,  # the create spans are the creation contexts
+                attributes={**base, sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send",
+                            sc.BATCH_COUNT: len(event.jobs)},
+                links=[Link(c) for c in created if c.is_valid],
+            )  # fmt: skip
+        else:
+            job = event.jobs[0]
+            send = tracer.start_span(
+                f"send {event.queue}",
+                kind=SpanKind.PRODUCER,
+                attributes={**base, sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send",
+                            sc.JOB_NAME: job.name},
+            )  # fmt: skip
+            self._stamp(job, send)
+        try:
+            with trace.use_span(send, end_on_exit=False):
+                yield
+        finally:
+            if event.bulk:
+                for create, job in zip(creates, event.jobs, strict=True):
+                    self._end_producer_span(create, job, event.error)
+                self._end_producer_span(send, None, event.error)
+            else:
+                self._end_producer_span(send, event.jobs[0], event.error)
+
+    def _end_producer_span(
+        self, span: trace.Span, job: EnqueuedJob | None, error: BaseException | None
+    ) -> None:
+        if job is not None and job.job_id is not None:
+            span.set_attribute(sc.MESSAGE_ID, job.job_id)
+            if job.duplicate:
+                span.set_attribute(sc.JOB_DUPLICATE, True)
+        if error is not None:
+            span.set_attribute(sc.ERROR_TYPE, _error_type(error))
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+        span.end()
+
+    def _stamp(self, job: EnqueuedJob, creation: trace.Span) -> None:
+        """Write the creation context and the job span's context into the job's headers."""
+        creation_context = creation.get_span_context()
+        inject(
+            job.headers,
+            trace.set_span_in_context(creation),
+            with_baggage=self._settings.propagate_baggage,
+        )
+        if not creation_context.is_valid or self._tracers.jobs() is None:
+            return
+        trace_id, span_id = self._tracers.new_ids()
+        flags = creation_context.trace_flags
+        own_trace = (
+            self._settings.trace_mode == "link"
+            or job.options.delay >= self._settings.new_trace_after
+        )
+        if own_trace:
+            flags = self._sampling_flags(trace_id, job, creation_context)
+        else:
+            trace_id = creation_context.trace_id
+        job_context = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+        job.headers[JOB_HEADER] = encode_span_context(job_context)
+
+    def _sampling_flags(
+        self, trace_id: int, job: EnqueuedJob, creation: trace.SpanContext
+    ) -> trace.TraceFlags:
+        """Ask the sampler now about the job span that will root the new trace later."""
+        sampler = getattr(self._tracers.jobs(), "sampler", None)
+        if sampler is None:
+            return creation.trace_flags
+        result = sampler.should_sample(
+            None, trace_id, f"job {job.name}", SpanKind.INTERNAL, {}, [Link(creation)]
+        )
+        sampled = result.decision.is_sampled()
+        return trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+
+    # ------------------------------------------------------------------ worker side
+
+    def _producer(self, job: Job) -> tuple[Context, trace.SpanContext]:
+        creation = extract(job.headers, with_baggage=self._settings.propagate_baggage)
+        return creation, trace.get_current_span(creation).get_span_context()
+
+    @contextmanager
+    def around_process(self, event: ProcessEvent) -> Iterator[None]:
+        job = event.job
+        creation, creation_context = self._producer(job)
+        job_context = decode_span_context(job.headers.get(JOB_HEADER))
+        links = [Link(creation_context)] if creation_context.is_valid else []
+        started = job.started_at or datetime.now(UTC)
+        if (started - job.enqueued_at).total_seconds() > self._settings.new_trace_after:
+            parent = Context()  # long after the enqueue: a new trace, linked back
+            if job_context is not None:
+                links.append(Link(job_context))
+        elif job_context is not None:
+            parent = _remote_parent(job_context)
+        elif creation_context.is_valid and self._settings.trace_mode == "parent":
+            parent = _remote_parent(creation_context)
+        else:
+            parent = Context()
+        attributes = self._base(event.queue, event.server_address, event.server_port)
+        attributes.update({
+            sc.OPERATION_NAME: "process",
+            sc.OPERATION_TYPE: "process",
+            sc.MESSAGE_ID: job.id,
+            sc.CLIENT_ID: event.worker_id,
+            sc.JOB_NAME: job.name,
+            sc.JOB_ATTEMPT: job.attempts_started,
+            sc.JOB_MAX_ATTEMPTS: job.options.attempts,
+        })  # fmt: skip
+        if job.attempts_started == 1 and job.started_at is not None:
+            attributes[sc.JOB_WAIT] = wait_seconds(job)
+        span = self._tracers.main().start_span(
+            f"process {event.queue}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=links,
+        )
+        # The processor runs in this worker's context plus the span (plus the producer's
+        # baggage when propagation of baggage is on).
+        current = trace.set_span_in_context(span)
+        if self._settings.propagate_baggage:
+            for key, value in baggage.get_all(creation).items():
+                current = baggage.set_baggage(key, value, current)
+        token = context.attach(current)
+        try:
+            yield
+        finally:
+            try:
+                self._end_process_span(span, event)
+            finally:
+                context.detach(token)
+
+    def _end_process_span(self, span: trace.Span, event: ProcessEvent) -> None:
+        outcome = event.outcome or "interrupted"
+        span.set_attribute(sc.JOB_OUTCOME, outcome)
+        if event.delay is not None:
+            span.set_attribute(sc.JOB_DELAY, event.delay)
+        if outcome in FAILED_OUTCOMES and event.error is not None:
+            span.set_attribute(sc.ERROR_TYPE, _error_type(event.error))
+            span.record_exception(event.error)
+            span.set_status(Status(StatusCode.ERROR, str(event.error)))
+        span.end()
+
+    @contextmanager
+    def around_internal(self, event: InternalEvent) -> Iterator[None]:
+        if not self._settings.suppress_internal:
+            yield
+            return
+        with suppress_instrumentation():
+            yield
+
+    # ------------------------------------------------------------------ job spans
+
+    def on_completed(self, event: JobEvent) -> None:
+        self._record_job_span(event.queue, event.job, None, None)
+
+    def on_failed(self, event: JobEvent) -> None:
+        error = event.error
+        self._record_job_span(
+            event.queue,
+            event.job,
+            _error_type(error) if error else event.job.error_type or "_OTHER",
+            str(error) if error else event.job.failed_reason,
+        )
+
+    def on_stalled(self, event: StalledEvent) -> None:
+        for job in event.failed:
+            self._record_job_span(event.queue, job, job.error_type or "_OTHER", job.failed_reason)
+
+    def _record_job_span(
+        self, queue: str, job: Job, error_type: str | None, message: str | None
+    ) -> None:
+        job_context = decode_span_context(job.headers.get(JOB_HEADER))
+        tracer = self._tracers.jobs()
+        if job_context is None or tracer is None:
+            return
+        _, creation_context = self._producer(job)
+        links: Sequence[Link] = [Link(creation_context)] if creation_context.is_valid else []
+        same_trace = creation_context.is_valid and creation_context.trace_id == job_context.trace_id
+        parent = _remote_parent(creation_context) if same_trace else Context()
+        attributes: Mapping[str, Any] = {
+            sc.MESSAGING_SYSTEM: sc.SYSTEM,
+            sc.DESTINATION: queue,
+            sc.MESSAGE_ID: job.id,
+            sc.JOB_NAME: job.name,
+            sc.JOB_OUTCOME: "failed" if error_type else "completed",
+            sc.JOB_ATTEMPT: job.attempts_started,
+            sc.JOB_MAX_ATTEMPTS: job.options.attempts,
+        }
+        preset = _preset.set((job_context.trace_id, job_context.span_id))
+        try:
+            span = tracer.start_span(
+                f"job {queue}",
+                context=parent,
+                kind=SpanKind.INTERNAL,
+                attributes=attributes,
+                links=links,
+                start_time=_ns(job.enqueued_at),
+            )
+        finally:
+            _preset.reset(preset)
+        if error_type is not None:
+            span.set_attribute(sc.ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, message or error_type))
+        span.end(end_time=_ns(job.finished_at or datetime.now(UTC)))
+
+
+def wait_seconds(job: Job) -> float:
+    """How long the first attempt waited after the job became ready (its delay excluded)."""
+    if job.started_at is None:
+        return 0.0
+    waited = (job.started_at - job.enqueued_at).total_seconds() - job.options.delay
+    return max(0.0, waited)
