@@ -25,6 +25,7 @@ Job data, return values and error messages in headers never become attributes.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -374,7 +375,10 @@ class TracingHook(Hook):
         if error_type is not None:
             span.set_attribute(sc.ERROR_TYPE, error_type)
             span.set_status(Status(StatusCode.ERROR, message or error_type))
-        span.end(end_time=_ns(job.finished_at or datetime.now(UTC)))
+        # It ends when this worker saw the outcome: never before the attempts it parents
+        # (Redis records the finish time in whole milliseconds).
+        finished = _ns(job.finished_at) or 0
+        span.end(end_time=max(finished, time.time_ns()))
 
 
 def wait_seconds(job: Job) -> float:
