@@ -9,8 +9,8 @@ So one set of dashboards serves both paths: scrape the workers directly, or send
 through a Collector.
 
 The official ``opentelemetry-exporter-prometheus`` drops exemplars; this reader keeps
-them: histogram buckets and counters carry the ``trace_id`` and ``span_id`` of a recent
-measurement, which Grafana turns into links to the trace. They appear in the OpenMetrics
+them: histogram buckets (and synchronous counters) carry the ``trace_id`` and ``span_id``
+of a recent measurement, which Grafana turns into links to the trace. They appear in the OpenMetrics
 format, which Prometheus negotiates when scraping.
 
     reader = PrometheusReader()

@@ -143,6 +143,9 @@ class TracingHook(Hook):
     def __init__(self, tracers: Tracers, settings: Settings) -> None:
         self._tracers = tracers
         self._settings = settings
+        # The producer context read at the start of each running attempt, reused when
+        # the job span is recorded at the end of that attempt (by id of the Job object).
+        self._read: dict[int, tuple[Context, trace.SpanContext]] = {}
 
     # ------------------------------------------------------------------ producer side
 
@@ -249,6 +252,9 @@ class TracingHook(Hook):
     # ------------------------------------------------------------------ worker side
 
     def _producer(self, job: Job) -> tuple[Context, trace.SpanContext]:
+        known = self._read.get(id(job))
+        if known is not None:
+            return known
         creation = extract(job.headers, with_baggage=self._settings.propagate_baggage)
         return creation, trace.get_current_span(creation).get_span_context()
 
@@ -256,6 +262,7 @@ class TracingHook(Hook):
     def around_process(self, event: ProcessEvent) -> Iterator[None]:
         job = event.job
         creation, creation_context = self._producer(job)
+        self._read[id(job)] = (creation, creation_context)
         job_context = decode_span_context(job.headers.get(JOB_HEADER))
         links = [Link(creation_context)] if creation_context.is_valid else []
         started = job.started_at or datetime.now(UTC)
@@ -298,6 +305,7 @@ class TracingHook(Hook):
         try:
             yield
         finally:
+            self._read.pop(id(job), None)
             try:
                 self._end_process_span(span, event)
             finally:

@@ -107,11 +107,11 @@ async def test_exemplars_in_openmetrics(queue: Queue, make_worker: Callable[...,
     ]  # fmt: skip
     assert bucket_lines, "no exemplar on any bucket"
     assert 'trace_id="' in bucket_lines[0] and 'span_id="' in bucket_lines[0]
-    counter_lines = [
+    wait_lines = [
         line for line in text.splitlines()
-        if line.startswith("messaging_client_consumed_messages_total") and " # " in line
+        if line.startswith("queue_core_job_wait_duration_seconds_bucket") and " # " in line
     ]  # fmt: skip
-    assert counter_lines, "no exemplar on the consumed counter"
+    assert wait_lines, "no exemplar on the wait histogram"
     # The classic text format has no exemplars and still parses.
     assert "messaging_process_duration_seconds" in families(classic)
 
