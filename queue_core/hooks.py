@@ -106,10 +106,11 @@ class ProcessEvent:
 
 @dataclass(slots=True)
 class InternalEvent:
-    """One of the worker's own calls to Redis, outside any job."""
+    """A call to Redis that is bookkeeping, not a job's work: a worker's fetching, idle
+    waiting, lock renewal and stalled checks, and a queue's first connection."""
 
     queue: str
-    worker_id: str
+    worker_id: str | None
     operation: Literal["connect", "fetch", "wait", "wake", "renew_locks", "recover_stalled"]
     error: BaseException | None = None
 

@@ -71,9 +71,9 @@ def configure_logging(fmt: LogFormat | None = None, level: str | int | None = No
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            _run_plugins,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _run_plugins,  # after the timestamp: exported records keep the event's time
             structlog.processors.StackInfoRenderer(),
             structlog.processors.dict_tracebacks
             if chosen == "json"

@@ -26,11 +26,19 @@ from queue_core.connection import (
     server_address,
 )
 from queue_core.errors import InvalidOptionError, JobNotFoundError, QueueError
-from queue_core.hooks import GLOBAL_HOOKS, Around, Hook, HookRegistry, JobEvent, notify
+from queue_core.hooks import (
+    GLOBAL_HOOKS,
+    Around,
+    Hook,
+    HookRegistry,
+    InternalEvent,
+    JobEvent,
+    notify,
+)
 from queue_core.job import Job, JobState
 from queue_core.keys import QueueKeys
 from queue_core.options import JobOptions, JobOptionsKwargs, check_int
-from queue_core.scripts import load_script, run_script
+from queue_core.scripts import load_script, preload, run_script
 from queue_core.serializer import JsonSerializer, Serializer
 
 __all__ = ["DEFAULT_MAX_LOG_LINES", "DEFAULT_MAX_PAYLOAD_BYTES", "Queue", "QueueSettings"]
@@ -142,12 +150,16 @@ class Queue(QueueSettings):
     async def _call(self, operation: str, script: Any, args: list[Any]) -> Any:
         with redis_unavailable(operation):
             if not self._checked:
-                await check_server(self.client)
-                self.server_address, self.server_port = server_address(
-                    self.client, self.keys["wait"]
-                )
-                self._checked = True
+                await self._connect()
             return await run_script(self.client, script, self.keys, args)
+
+    async def _connect(self) -> None:
+        hooks = self.hooks.snapshot().around_internal
+        with Around(hooks, InternalEvent(self.name, None, "connect")):
+            await check_server(self.client)
+            await preload(self.client)
+        self.server_address, self.server_port = server_address(self.client, self.keys["wait"])
+        self._checked = True
 
     async def add(self, name: str, data: Any = None, **options: Unpack[JobOptionsKwargs]) -> Job:
         """Enqueue one job. With a ``job_id`` that exists, return that job and write nothing."""

@@ -28,7 +28,7 @@ from queue_core.connection import (
     redis_unavailable,
     server_address,
 )
-from queue_core.hooks import Around, Hook
+from queue_core.hooks import Around, Hook, InternalEvent
 from queue_core.job import Job, JobState
 from queue_core.options import JobOptions, JobOptionsKwargs
 from queue_core.queue import (
@@ -41,7 +41,7 @@ from queue_core.queue import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     QueueSettings,
 )
-from queue_core.scripts import LuaScript, run_script_sync
+from queue_core.scripts import LuaScript, preload_sync, run_script_sync
 from queue_core.serializer import Serializer
 
 __all__ = ["SyncQueue"]
@@ -99,7 +99,10 @@ class SyncQueue(QueueSettings):
     def _call(self, operation: str, script: LuaScript, args: list[Any]) -> Any:
         with redis_unavailable(operation):
             if not self._checked:
-                check_server_sync(self.client)
+                hooks = self.hooks.snapshot().around_internal
+                with Around(hooks, InternalEvent(self.name, None, "connect")):
+                    check_server_sync(self.client)
+                    preload_sync(self.client)
                 self.server_address, self.server_port = server_address(
                     self.client, self.keys["wait"]
                 )

@@ -75,7 +75,7 @@ from queue_core.keys import QueueKeys
 from queue_core.options import RateLimit, check_int, to_ms, to_seconds
 from queue_core.queue import DEFAULT_MAX_LOG_LINES, Queue
 from queue_core.retry import BackoffStrategy, retry_delay
-from queue_core.scripts import load_script, run_script
+from queue_core.scripts import load_script, preload, run_script
 from queue_core.serializer import Serializer
 from queue_core.threads import DaemonThreadPool
 
@@ -346,8 +346,12 @@ class Worker:
         self.request_close(force=force)
 
     async def _start(self) -> None:
+        async def connect() -> None:
+            await check_server(self.client)
+            await preload(self.client)
+
         with self._internal("connect"):
-            await self._with_redis("connect", lambda: check_server(self.client))
+            await self._with_redis("connect", connect)
         self.server_address, self.server_port = server_address(self.client, self.keys["wait"])
         if self._stopping.is_set():
             return  # closed while connecting
@@ -744,7 +748,9 @@ class Worker:
         self, job: Job, error: RateLimitError, hooks: HookSet, event: ProcessEvent | None
     ) -> tuple[str, bytes, bytes] | None:
         ms = to_ms(to_seconds(error.seconds, "RateLimitError seconds", allow_zero=False))
-        settled = await self._settle(_DELAY, job.id, job._token, [ms, "rel", 0, "", 1, ms])
+        # No fetch: the hold set by this very call would only be reported a second time.
+        args = [ms, "rel", 0, "", 1, ms]
+        settled = await self._settle(_DELAY, job.id, job._token, args, fetch=False)
         await self._hold(ms, manual=True)
         return await self._after_settle(job, settled, "rate_limited", hooks, event)
 

@@ -26,7 +26,7 @@ from queue_core import (
     unregister_log_processor,
 )
 from queue_otel import semconv as sc
-from queue_otel.logs import add_trace_context, structlog_export_installed
+from queue_otel.logs import OtlpExport, add_trace_context
 from queue_otel.metrics import MetricsHook
 from queue_otel.package import _instruments
 from queue_otel.queue_stats import QueueStatsObserver
@@ -68,11 +68,8 @@ class QueueInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             register_hook(hook)
 
         self._log_processors = [add_trace_context]
-        if settings.export_logs and not structlog_export_installed():
-            from opentelemetry.instrumentation.structlog import StructlogProcessor  # noqa: PLC0415
-
-            export = StructlogProcessor(kwargs.get("logger_provider"))  # type: ignore[no-untyped-call]
-            self._log_processors.append(export)
+        if settings.export_logs:
+            self._log_processors.append(OtlpExport(kwargs.get("logger_provider")))
         for processor in self._log_processors:
             register_log_processor(processor)
 

@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from structlog.typing import EventDict, WrappedLogger
 
-__all__ = ["add_trace_context", "structlog_export_installed"]
+__all__ = ["OtlpExport", "add_trace_context", "structlog_export_installed"]
 
 
 def add_trace_context(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
@@ -27,6 +27,25 @@ def add_trace_context(logger: WrappedLogger, method: str, event_dict: EventDict)
         event_dict.setdefault("trace_id", f"{span_context.trace_id:032x}")
         event_dict.setdefault("span_id", f"{span_context.span_id:016x}")
     return event_dict
+
+
+class OtlpExport:
+    """Exports each line as an OpenTelemetry log record, unless the structlog
+    instrumentation already does. Asked at every line, because instrumentors load in no
+    fixed order: whichever comes second must not export the line again."""
+
+    def __init__(self, logger_provider: Any = None) -> None:
+        from opentelemetry.instrumentation.structlog import (  # noqa: PLC0415
+            StructlogProcessor,
+        )
+
+        self._export: Any = StructlogProcessor(logger_provider)  # type: ignore[no-untyped-call]
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        if structlog_export_installed():
+            return event_dict
+        result: EventDict = self._export(logger, method, event_dict)
+        return result
 
 
 def structlog_export_installed() -> bool:

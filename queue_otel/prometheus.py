@@ -66,13 +66,17 @@ __all__ = ["AutoPrometheusReader", "PrometheusReader", "metric_name", "start_met
 _NAME_RE: Final = re.compile(r"[^a-zA-Z0-9:]+")
 _LABEL_RE: Final = re.compile(r"[^a-zA-Z0-9]+")
 _ANNOTATION_RE: Final = re.compile(r"{.*}")
+# The compatibility spec's unit table (the names a Collector's exporter gives them too).
 _UNITS: Final = {
     "d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds",
     "us": "microseconds", "ns": "nanoseconds", "By": "bytes", "KiBy": "kibibytes",
-    "MiBy": "mebibytes", "GiBy": "gibibytes", "KBy": "kilobytes", "MBy": "megabytes",
-    "GBy": "gigabytes", "1": "", "%": "percent",
+    "MiBy": "mebibytes", "GiBy": "gibibytes", "TiBy": "tibibytes", "KBy": "kilobytes",
+    "MBy": "megabytes", "GBy": "gigabytes", "TBy": "terabytes", "m": "meters", "V": "volts",
+    "A": "amperes", "J": "joules", "W": "watts", "g": "grams", "Cel": "celsius",
+    "Hz": "hertz", "1": "", "%": "percent",
 }  # fmt: skip
-_PER_UNITS: Final = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+_PER_UNITS: Final = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week",
+                     "mo": "month", "y": "year"}  # fmt: skip
 
 
 def _leading_digit(text: str) -> str:
@@ -93,7 +97,9 @@ def unit_suffix(unit: str) -> str:
     if unit in _UNITS:
         return _UNITS[unit]
     top, slash, bottom = unit.partition("/")
+    bottom = _NAME_RE.sub("_", bottom)
     if slash and bottom:
+        top = _NAME_RE.sub("_", top)
         top = _UNITS.get(top, top)
         per = _PER_UNITS.get(bottom, bottom)
         return f"{top}_per_{per}" if top else f"per_{per}"
@@ -120,25 +126,37 @@ def _exemplar(point: Any, value_filter: Any = None) -> Exemplar | None:
     return Exemplar(labels, float(best.value), best.time_unix_nano / 1e9)
 
 
-def _buckets(point: HistogramDataPoint) -> list[Any]:
-    bounds = list(point.explicit_bounds)
-    buckets: list[Any] = []
-    total = 0
-    for index, count in enumerate(point.bucket_counts):
-        total += count
-        upper = bounds[index] if index < len(bounds) else float("inf")
-        lower = bounds[index - 1] if index > 0 else float("-inf")
-        exemplar = _exemplar(point, lambda v, lo=lower, hi=upper: lo < v <= hi)
-        le = "+Inf" if upper == float("inf") else repr(float(upper))
-        buckets.append((le, total, exemplar) if exemplar is not None else (le, total))
-    return buckets
-
-
 class _Translator:
-    """One collection: OpenTelemetry metrics in, Prometheus families out."""
+    """One collection: OpenTelemetry metrics in, Prometheus families out.
 
-    def __init__(self) -> None:
+    ``remembered`` keeps the last exemplar of each bucket and counter across collections:
+    the SDK forgets exemplars once collected, and every scrape collects, so without it a
+    second scraper (an HA pair of Prometheus, a curl) would take them from the first.
+    """
+
+    def __init__(self, remembered: dict[tuple[Any, ...], Exemplar]) -> None:
         self.families: dict[tuple[str, str], PrometheusMetric] = {}
+        self._remembered = remembered
+
+    def _keep(self, key: tuple[Any, ...], fresh: Exemplar | None) -> Exemplar | None:
+        if fresh is not None:
+            self._remembered[key] = fresh
+            return fresh
+        return self._remembered.get(key)
+
+    def _buckets(self, series: tuple[Any, ...], point: HistogramDataPoint) -> list[Any]:
+        bounds = list(point.explicit_bounds)
+        buckets: list[Any] = []
+        total = 0
+        for index, count in enumerate(point.bucket_counts):
+            total += count
+            upper = bounds[index] if index < len(bounds) else float("inf")
+            lower = bounds[index - 1] if index > 0 else float("-inf")
+            le = "+Inf" if upper == float("inf") else repr(float(upper))
+            fresh = _exemplar(point, lambda v, lo=lower, hi=upper: lo < v <= hi)
+            exemplar = self._keep((*series, le), fresh)
+            buckets.append((le, total, exemplar) if exemplar is not None else (le, total))
+        return buckets
 
     def _family(self, kind: type[Any], name: str, doc: str, unit: str,
                 labels: Sequence[str]) -> Any:  # fmt: skip
@@ -166,7 +184,9 @@ class _Translator:
             family = self._family(CounterMetricFamily, name, doc, unit, keys)
             for point in points:
                 assert isinstance(point, NumberDataPoint)
-                family.add_metric(row(point), point.value, exemplar=_exemplar(point))
+                labels = row(point)
+                exemplar = self._keep((name, *labels), _exemplar(point))
+                family.add_metric(labels, point.value, exemplar=exemplar)
         elif isinstance(data, Sum | Gauge):
             family = self._family(GaugeMetricFamily, name, doc, unit, keys)
             for point in points:
@@ -176,7 +196,8 @@ class _Translator:
             family = self._family(HistogramMetricFamily, name, doc, unit, keys)
             for point in points:
                 assert isinstance(point, HistogramDataPoint)
-                family.add_metric(row(point), _buckets(point), point.sum)
+                labels = row(point)
+                family.add_metric(labels, self._buckets((name, *labels), point), point.sum)
 
 
 class _Collector:
@@ -186,10 +207,14 @@ class _Collector:
         self._reader = reader
 
     def collect(self) -> Iterator[PrometheusMetric]:
+        with self._reader.lock:
+            yield from self._translate()
+
+    def _translate(self) -> list[PrometheusMetric]:
         data = self._reader.read()
         if data is None:
-            return
-        translator = _Translator()
+            return []
+        translator = _Translator(self._reader.exemplars)
         resource: dict[str, str] = {}
         for resource_metrics in data.resource_metrics:
             resource.update(
@@ -205,13 +230,17 @@ class _Collector:
                     "otel_scope_version": scope.version or "",
                     "otel_scope_schema_url": scope.schema_url or "",
                 }
+                for key, value in (scope.attributes or {}).items():
+                    scope_labels[label_name("otel_scope_" + key)] = _label_value(value)
                 for metric in scope_metrics.metrics:
                     translator.add(metric, scope_labels)
+        families: list[PrometheusMetric] = []
         if resource and not self._reader.disable_target_info:
             info = InfoMetricFamily("target", "Target metadata", labels=sorted(resource))
             info.add_metric(sorted(resource), resource)
-            yield info
-        yield from translator.families.values()
+            families.append(info)
+        families.extend(translator.families.values())
+        return families
 
 
 class PrometheusReader(MetricReader):
@@ -233,14 +262,15 @@ class PrometheusReader(MetricReader):
         )
         self.registry = registry if registry is not None else CollectorRegistry()
         self.disable_target_info = disable_target_info
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()  # one collection and translation at a time
+        self.exemplars: dict[tuple[Any, ...], Exemplar] = {}
         self._latest: MetricsData | None = None
         self._collector = _Collector(self)
         self.registry.register(self._collector)
 
     def read(self) -> MetricsData | None:
         """Collect now and return what was collected (called at each scrape)."""
-        with self._lock:
+        with self.lock:
             self._latest = None
             self.collect()
             return self._latest

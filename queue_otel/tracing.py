@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from opentelemetry import baggage, context, trace
@@ -127,8 +127,14 @@ class Tracers:
         return random.getrandbits(128) or 1, random.getrandbits(64) or 1
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _ns(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1_000_000_000)
+    """Nanoseconds since the epoch, exactly (a float product drifts by tens of ns)."""
+    if moment is None:
+        return None
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def _error_type(error: BaseException) -> str:
@@ -146,6 +152,9 @@ class TracingHook(Hook):
         # The producer context read at the start of each running attempt, reused when
         # the job span is recorded at the end of that attempt (by id of the Job object).
         self._read: dict[int, tuple[Context, trace.SpanContext]] = {}
+        # A job span whose outcome arrived during an attempt waits until that attempt's
+        # span has ended: a parent must not end before its children.
+        self._pending: dict[int, tuple[str, Job, str | None, str | None]] = {}
 
     # ------------------------------------------------------------------ producer side
 
@@ -305,10 +314,13 @@ class TracingHook(Hook):
         try:
             yield
         finally:
-            self._read.pop(id(job), None)
             try:
                 self._end_process_span(span, event)
+                pending = self._pending.pop(id(job), None)
+                if pending is not None:
+                    self._record_job_span(*pending)
             finally:
+                self._read.pop(id(job), None)
                 context.detach(token)
 
     def _end_process_span(self, span: trace.Span, event: ProcessEvent) -> None:
@@ -333,16 +345,24 @@ class TracingHook(Hook):
     # ------------------------------------------------------------------ job spans
 
     def on_completed(self, event: JobEvent) -> None:
-        self._record_job_span(event.queue, event.job, None, None)
+        self._job_outcome(event.queue, event.job, None, None)
 
     def on_failed(self, event: JobEvent) -> None:
         error = event.error
-        self._record_job_span(
+        self._job_outcome(
             event.queue,
             event.job,
             _error_type(error) if error else event.job.error_type or "_OTHER",
             str(error) if error else event.job.failed_reason,
         )
+
+    def _job_outcome(
+        self, queue: str, job: Job, error_type: str | None, message: str | None
+    ) -> None:
+        if id(job) in self._read:  # inside the attempt: record once its span has ended
+            self._pending[id(job)] = (queue, job, error_type, message)
+        else:
+            self._record_job_span(queue, job, error_type, message)
 
     def on_stalled(self, event: StalledEvent) -> None:
         for job in event.failed:
@@ -383,7 +403,7 @@ class TracingHook(Hook):
         if error_type is not None:
             span.set_attribute(sc.ERROR_TYPE, error_type)
             span.set_status(Status(StatusCode.ERROR, message or error_type))
-        # It ends when this worker saw the outcome: never before the attempts it parents
+        # It ends when this worker saw the outcome, after the last attempt's span ended
         # (Redis records the finish time in whole milliseconds).
         finished = _ns(job.finished_at) or 0
         span.end(end_time=max(finished, time.time_ns()))

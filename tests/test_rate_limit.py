@@ -99,7 +99,7 @@ async def test_rate_limit_error_returns_the_job_without_using_an_attempt(
     second = await queue.get_job(other.id)
     assert second is not None and second.started_at is not None
     assert second.started_at >= starts[1]
-    assert any(e.manual for e in recorder.events)
+    assert [(e.manual, e.delay) for e in recorder.events] == [(True, 0.5)]  # one hold, once
 
 
 async def test_limit_shorter_than_the_work_does_not_stall(

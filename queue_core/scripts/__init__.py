@@ -28,6 +28,8 @@ __all__ = [
     "LuaScript",
     "ScriptError",
     "load_script",
+    "preload",
+    "preload_sync",
     "run_script",
     "run_script_sync",
 ]
@@ -130,3 +132,15 @@ def run_script_sync(
     except NoScriptError:
         client.script_load(script.source)
         return client.evalsha(script.sha, len(key_args), *key_args, *args)
+
+
+async def preload(client: AnyAsyncRedis) -> None:
+    """Load every script at connect, so that no first call fails with NOSCRIPT (Redis
+    forgets scripts when it restarts; ``run_script`` still reloads them then)."""
+    for name in SCRIPT_NAMES:
+        await client.script_load(load_script(name).source)
+
+
+def preload_sync(client: AnySyncRedis) -> None:
+    for name in SCRIPT_NAMES:
+        client.script_load(load_script(name).source)

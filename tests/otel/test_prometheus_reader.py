@@ -96,8 +96,9 @@ async def test_exemplars_in_openmetrics(queue: Queue, make_worker: Callable[...,
         await queue.add("x")
         async with make_worker(lambda job: None):
             await wait_counts(queue, completed=1)
-        text = generate_openmetrics(reader.registry).decode()
+        first_scrape = generate_openmetrics(reader.registry).decode()
         classic = generate_latest(reader.registry).decode()
+        text = generate_openmetrics(reader.registry).decode()  # a second scraper
     finally:
         instrumentor.uninstrument()
         meter_provider.shutdown()
@@ -105,7 +106,8 @@ async def test_exemplars_in_openmetrics(queue: Queue, make_worker: Callable[...,
         line for line in text.splitlines()
         if line.startswith("messaging_process_duration_seconds_bucket") and " # " in line
     ]  # fmt: skip
-    assert bucket_lines, "no exemplar on any bucket"
+    assert bucket_lines, "no exemplar on any bucket (the second scrape must still see it)"
+    assert " # " in first_scrape
     assert 'trace_id="' in bucket_lines[0] and 'span_id="' in bucket_lines[0]
     wait_lines = [
         line for line in text.splitlines()
