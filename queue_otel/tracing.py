@@ -151,7 +151,7 @@ class TracingHook(Hook):
         self._settings = settings
         # The producer context read at the start of each running attempt, reused when
         # the job span is recorded at the end of that attempt (by id of the Job object).
-        self._read: dict[int, tuple[Context, trace.SpanContext]] = {}
+        self._read: dict[int, tuple[Context, trace.SpanContext, trace.SpanContext | None]] = {}
         # A job span whose outcome arrived during an attempt waits until that attempt's
         # span has ended: a parent must not end before its children.
         self._pending: dict[int, tuple[str, Job, str | None, str | None]] = {}
@@ -260,19 +260,24 @@ class TracingHook(Hook):
 
     # ------------------------------------------------------------------ worker side
 
-    def _producer(self, job: Job) -> tuple[Context, trace.SpanContext]:
+    def _producer(self, job: Job) -> tuple[Context, trace.SpanContext, trace.SpanContext | None]:
+        """The producer's context, its span context, and the job span's context."""
         known = self._read.get(id(job))
         if known is not None:
             return known
         creation = extract(job.headers, with_baggage=self._settings.propagate_baggage)
-        return creation, trace.get_current_span(creation).get_span_context()
+        return (
+            creation,
+            trace.get_current_span(creation).get_span_context(),
+            decode_span_context(job.headers.get(JOB_HEADER)),
+        )
 
     @contextmanager
     def around_process(self, event: ProcessEvent) -> Iterator[None]:
         job = event.job
-        creation, creation_context = self._producer(job)
-        self._read[id(job)] = (creation, creation_context)
-        job_context = decode_span_context(job.headers.get(JOB_HEADER))
+        read = self._producer(job)
+        self._read[id(job)] = read
+        creation, creation_context, job_context = read
         links = [Link(creation_context)] if creation_context.is_valid else []
         started = job.started_at or datetime.now(UTC)
         if (started - job.enqueued_at).total_seconds() > self._settings.new_trace_after:
@@ -325,12 +330,15 @@ class TracingHook(Hook):
 
     def _end_process_span(self, span: trace.Span, event: ProcessEvent) -> None:
         outcome = event.outcome or "interrupted"
-        span.set_attribute(sc.JOB_OUTCOME, outcome)
+        attributes: dict[str, Any] = {sc.JOB_OUTCOME: outcome}
         if event.delay is not None:
-            span.set_attribute(sc.JOB_DELAY, event.delay)
-        if outcome in FAILED_OUTCOMES and event.error is not None:
-            span.set_attribute(sc.ERROR_TYPE, _error_type(event.error))
-            span.record_exception(event.error)
+            attributes[sc.JOB_DELAY] = event.delay
+        failed = outcome in FAILED_OUTCOMES and event.error is not None
+        if failed:
+            attributes[sc.ERROR_TYPE] = _error_type(event.error)  # type: ignore[arg-type]
+        span.set_attributes(attributes)
+        if failed:
+            span.record_exception(event.error)  # type: ignore[arg-type]
             span.set_status(Status(StatusCode.ERROR, str(event.error)))
         span.end()
 
@@ -371,11 +379,10 @@ class TracingHook(Hook):
     def _record_job_span(
         self, queue: str, job: Job, error_type: str | None, message: str | None
     ) -> None:
-        job_context = decode_span_context(job.headers.get(JOB_HEADER))
+        _, creation_context, job_context = self._producer(job)
         tracer = self._tracers.jobs()
         if job_context is None or tracer is None:
             return
-        _, creation_context = self._producer(job)
         links: Sequence[Link] = [Link(creation_context)] if creation_context.is_valid else []
         same_trace = creation_context.is_valid and creation_context.trace_id == job_context.trace_id
         parent = _remote_parent(creation_context) if same_trace else Context()
