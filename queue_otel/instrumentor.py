@@ -11,6 +11,7 @@ or, with no code change, ``opentelemetry-instrument python worker.py`` (found th
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Collection
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -41,6 +42,19 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 
+# One metrics hook per meter: instruments cannot be removed from a meter, so instrumenting
+# again with the same provider must reuse the instruments (and their counts), not make
+# duplicates whose callbacks the SDK would ignore.
+_metrics_hooks: weakref.WeakKeyDictionary[Any, MetricsHook] = weakref.WeakKeyDictionary()
+
+
+def _metrics_hook(meter: Any) -> MetricsHook:
+    hook = _metrics_hooks.get(meter)
+    if hook is None:
+        hook = _metrics_hooks[meter] = MetricsHook(meter)
+    return hook
+
+
 class QueueInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Keywords of ``instrument()``: ``tracer_provider``, ``meter_provider``,
     ``logger_provider``, and the ``Settings`` options (``trace_mode``,
@@ -63,7 +77,7 @@ class QueueInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         tracers = Tracers(kwargs.get("tracer_provider"), __version__)
         # Tracing first: the metrics hook then runs inside each span, so its measurements
         # carry exemplars of the trace.
-        self._hooks = [TracingHook(tracers, settings), MetricsHook(meter)]
+        self._hooks = [TracingHook(tracers, settings), _metrics_hook(meter)]
         for hook in self._hooks:
             register_hook(hook)
 

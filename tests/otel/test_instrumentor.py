@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
 
 import pytest
 from structlog.testing import capture_logs
 
-from queue_core import Queue
+from queue_core import Queue, Worker
 from queue_core.hooks import GLOBAL_HOOKS
 from queue_core.log import _plugins
 from queue_otel import QueueInstrumentor, Settings
+from queue_otel import semconv as sc
 from queue_otel.logs import add_trace_context
 from queue_otel.metrics import MetricsHook
 from queue_otel.settings import ENV
 from queue_otel.tracing import TracingHook
+from tests.conftest import wait_counts
 from tests.otel.conftest import Telemetry
 
 
@@ -98,3 +101,18 @@ def test_bad_environment_values_are_ignored_with_a_warning() -> None:
 def test_bad_keywords_raise(options: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         Settings.load(options, {})
+
+
+async def test_instrumenting_again_keeps_counting(
+    telemetry: Telemetry, queue: Queue, make_worker: Callable[..., Worker]
+) -> None:
+    await queue.add("x")
+    telemetry.instrumentor.uninstrument()
+    telemetry.instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    await queue.add("y")
+    async with make_worker(lambda job: None):
+        await wait_counts(queue, completed=2)
+    assert telemetry.total(sc.SENT_MESSAGES, {sc.DESTINATION: queue.name}) == 2
+    assert telemetry.total(sc.CONSUMED_MESSAGES, {sc.DESTINATION: queue.name}) == 2
