@@ -7,41 +7,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
 from tests.chaos.worker_process import COMPLETED, tracking_key
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_CLIENT_NAME = "chaos-test"
-
-T = TypeVar("T")
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-    context: Callable[[], str] | None = None,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; return that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            extra = f"\n{context()}" if context is not None else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(interval)
 
 
 class WorkerProcess:
