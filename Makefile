@@ -16,14 +16,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m examples.quickstart $(ARGS)
+	$(PY) -m examples.demo $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy queue_core queue_otel
+	$(VENV)/bin/mypy queue_core queue_otel examples grafana bench
 	$(VENV)/bin/lint-imports
 
 pytest: $(STAMP)

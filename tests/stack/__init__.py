@@ -1,0 +1,1 @@
+"""Static checks of the bundled observability stack (compose.yaml and the component configs)."""
