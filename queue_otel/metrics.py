@@ -165,7 +165,8 @@ class MetricsHook(Hook):
         }  # fmt: skip
         self._client_duration.record(time.perf_counter() - started, self._dict(_key(**common)))
         for job in event.jobs:
-            self._sent.add(_key(**common, **{sc.JOB_NAME: job.name}))
+            if not job.duplicate:  # an existing job_id: nothing was written, nothing sent
+                self._sent.add(_key(**common, **{sc.JOB_NAME: job.name}))
 
     # ------------------------------------------------------------------ worker
 

@@ -189,3 +189,10 @@ async def test_metric_attributes_stay_bounded(
                     seen |= set(attributes)
                     assert not job_ids & {str(v) for v in attributes.values()}, metric.name
     assert seen <= ALLOWED_ATTRIBUTES, seen - ALLOWED_ATTRIBUTES
+
+
+async def test_duplicate_adds_are_not_sent_messages(telemetry: Telemetry, queue: Queue) -> None:
+    await queue.add("x", job_id="same")
+    await queue.add("x", job_id="same")
+    assert telemetry.total(sc.SENT_MESSAGES, {sc.DESTINATION: queue.name}) == 1
+    assert telemetry.total(sc.CLIENT_OPERATION_DURATION, {sc.DESTINATION: queue.name}) == 2
