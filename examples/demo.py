@@ -361,8 +361,9 @@ def table(snapshot: Snapshot, rates: str = f"the last {RATE_WINDOW_S:g} s") -> l
         f"images: the rate limiter ({limit.max} jobs per {limit.duration:g} s, across the image"
         f" workers) held fetching {_times(holds)}",
         "Counts: Redis now (done = completed, the newest 1,000 kept). oldest: the job ready",
-        f"longest. Rates ({rates}): in = adds, a repeated job id too; out = completed or",
-        "failed for good. Latencies since the start, estimated from the /metrics histograms:",
+        f"longest. Rates ({rates}): in = jobs enqueued (a repeated job id is not); out =",
+        "completed or failed for good. Latencies since the start, estimated from the /metrics",
+        "histograms:",
         "wait = ready to first start, run = one attempt.",
     ]
     return lines
