@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -43,8 +44,6 @@ SyncClient = redis.Redis | RedisCluster
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 MIN_REDIS_VERSION: Final = (6, 2)
-# Long enough for a worker's blocking wait (at most `drain_delay`, 5 s by default).
-SOCKET_TIMEOUT_S: Final = 30.0
 
 # Faults after which the same call may succeed later: the server restarted, is loading
 # its data, failed over, or briefly refused writes. Workers retry these with backoff.
@@ -66,26 +65,41 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
-def _client_options() -> dict[str, Any]:
+def _keepalive_options() -> dict[int, int]:
+    # A peer that vanished without closing the connection is noticed within ~25 s.
+    names = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+    return {getattr(socket, n): v for n, v in names.items() if hasattr(socket, n)}
+
+
+def _client_options(url: str) -> dict[str, Any]:
     # redis-py retries failed commands by default. A retried add whose first reply was
     # lost would enqueue the job twice, so clients made here do not retry: producers get
     # a typed error, and workers run their own retry loops around idempotent scripts.
-    return {
+    # No socket timeout: with one, redis-py wraps every send in asyncio.wait_for (a task
+    # per command, a third of a no-op job's cost). TCP keepalive finds dead connections
+    # instead, and the worker's blocking wait has its own watchdog.
+    options: dict[str, Any] = {
         "retry": redis.asyncio.retry.Retry(NoBackoff(), 0),
-        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_timeout": None,
         "socket_connect_timeout": 5.0,
         "decode_responses": False,
     }
+    if not url.startswith("unix:"):  # keepalive is a TCP option
+        options["socket_keepalive"] = True
+        options["socket_keepalive_options"] = _keepalive_options()
+    return options
 
 
 def create_async_client(url: str | None) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(resolve_url(url), **_client_options())
+    resolved = resolve_url(url)
+    return redis.asyncio.Redis.from_url(resolved, **_client_options(resolved))
 
 
 def create_sync_client(url: str | None) -> redis.Redis:
-    options = _client_options()
+    resolved = resolve_url(url)
+    options = _client_options(resolved)
     options["retry"] = redis.retry.Retry(NoBackoff(), 0)
-    return redis.Redis.from_url(resolve_url(url), **options)
+    return redis.Redis.from_url(resolved, **options)
 
 
 def check_decoding(client: Any) -> None:

@@ -19,9 +19,15 @@ from typing import Any, Final
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from queue_core.keys import KEY_NAMES, QueueKeys
+
+_pack: Any
+try:  # redis[hiredis] is a dependency; stay correct without the C extension
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover
+    _pack = None
 
 __all__ = [
     "SCRIPT_NAMES",
@@ -115,11 +121,42 @@ async def run_script(
 ) -> Any:
     """EVALSHA the script, loading it first if Redis does not know it (e.g. after a restart)."""
     key_args = _key_args(script, keys)
+    if _pack is not None and type(client) is AsyncRedis and not client.single_connection_client:
+        return await _run_direct(client, script, key_args, args)
     try:
         return await client.evalsha(script.sha, len(key_args), *key_args, *args)
     except NoScriptError:
         await client.script_load(script.source)
         return await client.evalsha(script.sha, len(key_args), *key_args, *args)
+
+
+async def _run_direct(
+    client: AsyncRedis, script: LuaScript, key_args: list[str], args: Sequence[Any]
+) -> Any:
+    """The hot path: the command is packed by hiredis (C) and sent on a pooled connection,
+    without redis-py's per-command layers (argument encoding in Python, retry and
+    observability wrappers), which cost more than the script itself. A connection whose
+    state is unknown after an error is closed before it goes back to the pool."""
+    pack = _pack
+    command = pack(("EVALSHA", script.sha, len(key_args), *key_args, *args))
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        try:
+            await connection.send_packed_command(command)
+            return await connection.read_response()
+        except NoScriptError:
+            await connection.send_packed_command(pack(("SCRIPT", "LOAD", script.source)))
+            await connection.read_response()
+            await connection.send_packed_command(command)
+            return await connection.read_response()
+    except ResponseError:
+        raise  # a reply from Redis: the connection is in a clean state
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(connection)
 
 
 def run_script_sync(
