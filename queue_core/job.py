@@ -128,7 +128,7 @@ def job_from_wire(
     queue_name: str,
     job_id: str,
     envelope: bytes,
-    record: bytes,
+    record: bytes | dict[str, Any],
     serializer: Serializer,
     *,
     state: JobState,
@@ -140,7 +140,7 @@ def job_from_wire(
 ) -> Job:
     """Build a ``Job`` from what the scripts return. Raises ``SerializationError``."""
     env = decode_envelope(envelope)
-    rec = decode_record(record)
+    rec = record if isinstance(record, dict) else decode_record(record)
     failure = json.loads(error) if error else {}
     enqueued_at = ms_to_datetime(rec["ts"])
     assert enqueued_at is not None

@@ -329,6 +329,18 @@ class JobOptions:
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> JobOptions:
+        """Options as stored in an envelope. Jobs share a handful of option sets, so each
+        distinct set is validated once and the (immutable) result reused."""
+        key = _wire_key(wire)
+        cached = _FROM_WIRE.get(key)
+        if cached is None:
+            cached = cls._from_wire(wire)
+            if len(_FROM_WIRE) < 4096:  # custom job ids make every set distinct
+                _FROM_WIRE[key] = cached
+        return cached
+
+    @classmethod
+    def _from_wire(cls, wire: dict[str, Any]) -> JobOptions:
         backoff = wire.get("backoff")
         keep_completed = wire.get("keep_completed", [None, None])
         keep_failed = wire.get("keep_failed", [None, None])
@@ -343,3 +355,13 @@ class JobOptions:
             remove_on_fail=KeepJobs(*keep_failed),
             timeout=wire.get("timeout"),
         )
+
+
+_FROM_WIRE: dict[tuple[Any, ...], JobOptions] = {}
+
+
+def _wire_key(wire: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        (k, tuple(v) if isinstance(v, list) else tuple(v.items()) if isinstance(v, dict) else v)
+        for k, v in wire.items()
+    )

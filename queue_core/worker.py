@@ -610,8 +610,9 @@ class Worker:
             raw = await self._process(raw)
 
     async def _process(self, raw: tuple[str, bytes, bytes]) -> tuple[str, bytes, bytes] | None:
-        job_id, envelope, record = raw
-        token = decode_record(record).get("tok")
+        job_id, envelope, raw_record = raw
+        record = decode_record(raw_record)
+        token = record.get("tok")
         try:
             job = job_from_wire(
                 self.name,
@@ -635,14 +636,17 @@ class Worker:
 
     async def _attempt(self, job: Job) -> tuple[str, bytes, bytes] | None:
         hooks = self.hooks.snapshot()
-        with structlog.contextvars.bound_contextvars(
+        tokens = structlog.contextvars.bind_contextvars(
             job_id=job.id, queue=self.name, job_name=job.name, attempt=job.attempts_started
-        ):
+        )
+        try:
             if not hooks.around_process:
                 return await self._run_and_settle(job, hooks, None)
             event = ProcessEvent(job, self.name, self.id, self.server_address, self.server_port)
             with Around(hooks.around_process, event):
                 return await self._run_and_settle(job, hooks, event)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     async def _call_processor(self, job: Job) -> Any:
         entry = self._processors.get(job.name) or self._processors.get(None)
