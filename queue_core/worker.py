@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import structlog
+from redis.asyncio import Redis as AsyncRedis
 
 from queue_core.commands import (
     ALREADY_SETTLED,
@@ -75,7 +76,7 @@ from queue_core.keys import QueueKeys
 from queue_core.options import RateLimit, check_int, to_ms, to_seconds
 from queue_core.queue import DEFAULT_MAX_LOG_LINES, Queue
 from queue_core.retry import BackoffStrategy, retry_delay
-from queue_core.scripts import load_script, preload, run_script
+from queue_core.scripts import CommandPipeline, can_pipeline, load_script, preload, run_script
 from queue_core.serializer import Serializer
 from queue_core.threads import DaemonThreadPool
 
@@ -214,6 +215,12 @@ class Worker:
             self.drain_delay if timeout is None else min(self.drain_delay, timeout / 2)
         )
         self._threads = DaemonThreadPool(f"queue_core-{self.name}")
+        # Fetch and settle calls share writes when jobs run concurrently (see pipeline.py).
+        self._pipeline = (
+            CommandPipeline(self.client)
+            if isinstance(self.client, AsyncRedis) and can_pipeline(self.client)
+            else None
+        )
 
         self._slots: set[asyncio.Task[None]] = set()
         self._running: dict[str, Job] = {}
@@ -393,6 +400,8 @@ class Worker:
         if self._background:
             await asyncio.wait(self._background)
         self._threads.shutdown()
+        if self._pipeline is not None:
+            await self._pipeline.close()
         self._state = "closed"
         hooks = self.hooks.snapshot().on_worker_stopped
         if hooks:
@@ -510,8 +519,8 @@ class Worker:
                 await self._wait_for_work(fetched)
 
     async def _fetch(self, count: int) -> Fetched:
-        reply = await run_script(self.client, _FETCH, self.keys, self._fetch_settings.args(count))
-        return parse_fetch(reply)
+        args = self._fetch_settings.args(count)
+        return parse_fetch(await run_script(self.client, _FETCH, self.keys, args, self._pipeline))
 
     async def _wait_for_work(self, fetched: Fetched) -> None:
         """Block on the marker until a producer (or a due delayed job) wakes this worker."""
@@ -773,7 +782,8 @@ class Worker:
         full = [job_id, token or "", *args, *self._fetch_settings.args(count)]
 
         async def call() -> Settled:
-            return parse_settle(await run_script(self.client, script, self.keys, full))
+            reply = await run_script(self.client, script, self.keys, full, self._pipeline)
+            return parse_settle(reply)
 
         return await self._with_redis("settle", call)  # type: ignore[no-any-return]
 

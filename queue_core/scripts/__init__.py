@@ -22,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from queue_core.keys import KEY_NAMES, QueueKeys
+from queue_core.pipeline import CommandPipeline
 
 _pack: Any
 try:  # redis[hiredis] is a dependency; stay correct without the C extension
@@ -31,8 +32,10 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "SCRIPT_NAMES",
+    "CommandPipeline",
     "LuaScript",
     "ScriptError",
+    "can_pipeline",
     "load_script",
     "preload",
     "preload_sync",
@@ -116,12 +119,31 @@ def _key_args(script: LuaScript, keys: QueueKeys) -> list[str]:
     return keys.select(script.keys)
 
 
+def can_pipeline(client: AnyAsyncRedis) -> bool:
+    """True when calls can take the direct path (a plain client and hiredis)."""
+    return _pack is not None and type(client) is AsyncRedis and not client.single_connection_client
+
+
 async def run_script(
-    client: AnyAsyncRedis, script: LuaScript, keys: QueueKeys, args: Sequence[Any]
+    client: AnyAsyncRedis,
+    script: LuaScript,
+    keys: QueueKeys,
+    args: Sequence[Any],
+    pipeline: CommandPipeline | None = None,
 ) -> Any:
-    """EVALSHA the script, loading it first if Redis does not know it (e.g. after a restart)."""
+    """EVALSHA the script, loading it first if Redis does not know it (e.g. after a restart).
+
+    With a ``pipeline`` (a worker's hot path), the call shares writes with concurrent ones.
+    """
     key_args = _key_args(script, keys)
-    if _pack is not None and type(client) is AsyncRedis and not client.single_connection_client:
+    if pipeline is not None:
+        command = _pack(("EVALSHA", script.sha, len(key_args), *key_args, *args))
+        try:
+            return await pipeline.call(command)
+        except NoScriptError:
+            pass  # Redis restarted and forgot it: load it on the direct path below
+    if can_pipeline(client):
+        assert isinstance(client, AsyncRedis)
         return await _run_direct(client, script, key_args, args)
     try:
         return await client.evalsha(script.sha, len(key_args), *key_args, *args)

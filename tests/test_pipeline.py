@@ -1,0 +1,93 @@
+"""The worker's command pipeline: each caller gets its own reply, errors stay with their
+call, a broken connection fails every waiter instead of leaving one hanging."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+from hiredis import pack_command
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from queue_core.pipeline import CommandPipeline
+from tests.redis_server import RedisServer, free_port
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    c = redis.asyncio.Redis.from_url(redis_url)
+    yield c
+    await c.aclose()
+
+
+async def test_each_caller_gets_its_own_reply(client: redis.asyncio.Redis, queue_name: str) -> None:
+    pipeline = CommandPipeline(client)
+    calls = [pipeline.call(pack_command(("INCRBY", queue_name, n))) for n in range(1, 201)]
+    replies = await asyncio.gather(*calls)
+    # INCRBY replies are running totals; sorted, they are the triangular numbers.
+    assert sorted(replies) == [n * (n + 1) // 2 for n in range(1, 201)]
+    assert int(await client.get(queue_name)) == 200 * 201 // 2
+    await pipeline.close()
+
+
+async def test_concurrent_calls_share_writes(client: redis.asyncio.Redis, queue_name: str) -> None:
+    pipeline = CommandPipeline(client)
+    before = (await client.info("clients"))["connected_clients"]
+    await asyncio.gather(*(pipeline.call(pack_command(("PING",))) for _ in range(100)))
+    after = (await client.info("clients"))["connected_clients"]
+    assert after - before <= 1  # one pooled connection carried all of them
+    await pipeline.close()
+
+
+async def test_an_error_reply_stays_with_its_call(
+    client: redis.asyncio.Redis, queue_name: str
+) -> None:
+    pipeline = CommandPipeline(client)
+    good = pipeline.call(pack_command(("SET", queue_name, "v")))
+    bad = pipeline.call(pack_command(("INCR", queue_name)))  # not an integer
+    later = pipeline.call(pack_command(("GET", queue_name)))
+    results = await asyncio.gather(good, bad, later, return_exceptions=True)
+    assert results[0] is True or results[0] == b"OK"
+    assert isinstance(results[1], ResponseError)
+    assert results[2] == b"v"
+    await pipeline.close()
+
+
+async def test_unreachable_redis_fails_every_waiter() -> None:
+    dead = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=1)
+    pipeline = CommandPipeline(dead)
+    results = await asyncio.gather(
+        *(pipeline.call(pack_command(("PING",))) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, RedisConnectionError) for r in results), results
+    await pipeline.close()
+    await dead.aclose()
+
+
+async def test_a_restart_fails_the_batch_in_flight_then_recovers() -> None:
+    server = RedisServer().start()
+    client = redis.asyncio.Redis.from_url(server.url)
+    pipeline = CommandPipeline(client)
+    try:
+        assert await pipeline.call(pack_command(("PING",))) in (True, b"PONG")
+        blocked = asyncio.ensure_future(pipeline.call(pack_command(("BLPOP", "nothing", 5))))
+        await asyncio.sleep(0.2)
+        server.kill()
+        with pytest.raises(RedisConnectionError):
+            await blocked
+        server.start()
+        assert await pipeline.call(pack_command(("PING",))) in (True, b"PONG")
+    finally:
+        await pipeline.close()
+        await client.aclose()
+        server.cleanup()
+
+
+async def test_closed_pipeline_refuses_calls(client: redis.asyncio.Redis) -> None:
+    pipeline = CommandPipeline(client)
+    await pipeline.close()
+    with pytest.raises(RedisConnectionError, match="closed"):
+        await pipeline.call(pack_command(("PING",)))
