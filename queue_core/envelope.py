@@ -25,6 +25,8 @@ __all__ = ["ENVELOPE_VERSION", "Envelope", "decode_envelope", "decode_record", "
 
 ENVELOPE_VERSION = 1
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# json.loads(bytes) sniffs the encoding on every call; ours is always UTF-8.
+_decode = json.JSONDecoder().decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ def decode_envelope(raw: bytes) -> Envelope:
     try:
         if not newline:
             raise ValueError("no header line")
-        header = json.loads(line)
+        header = _decode(line.decode())
         version = header.get("v")
         if version != ENVELOPE_VERSION:
             raise ValueError(f"unsupported envelope version {version!r}")
@@ -60,12 +62,12 @@ def decode_envelope(raw: bytes) -> Envelope:
         ):
             raise ValueError("headers must map strings to strings")
         return Envelope(header["name"], header["opts"], headers, payload)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise SerializationError(f"malformed job envelope: {exc}") from exc
 
 
 def decode_record(raw: bytes) -> dict[str, Any]:
-    record = json.loads(raw)
+    record = _decode(raw.decode())
     if not isinstance(record, dict):
         raise SerializationError("malformed job record")
     return record
