@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest chaos clean
+.PHONY: demo test lint typecheck pytest chaos clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
@@ -30,6 +30,12 @@ pytest: $(STAMP)
 	$(VENV)/bin/pytest $(ARGS)
 
 test: lint typecheck pytest
+
+# queue_core against arq, SAQ, RQ, Celery, Dramatiq, taskiq and BullMQ on a private Redis;
+# each library gets its own venv under bench/.venvs. The results replace README.md's
+# Benchmarks table; ARGS="--quick" for a smoke run, ARGS="--no-readme" to keep README.md.
+bench: $(STAMP)
+	$(PY) -m bench.run --readme $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,19 +1,25 @@
 """A worker's script calls, pipelined: many commands in one write, replies read in order.
 
-With several jobs in flight, their settle calls arrive while earlier ones are still on the
-wire. Sending each on its own costs a system call and a connection checkout apiece, more
-than Redis spends running the script. Here, calls queue up while a batch is in flight and
-leave together as the next batch: one write, one checkout, replies read in order. Nothing
-waits on purpose: an idle pipeline sends a call at once, so a lone call has the latency of
-a direct one. Each script stays its own atomic call; only the transport is shared.
+With several jobs in flight, their settle and fetch calls arrive a few at a time. Sending
+each on its own costs a system call and a connection checkout apiece, more than Redis
+spends running the script; waiting for one batch's replies before sending the next leaves
+Redis idle while the worker handles those replies, and the worker idle while Redis runs
+the next batch. So the pipeline keeps one connection, writes whatever calls were made
+since its last write as one batch, and does not wait for replies before writing again: a
+reader reads replies in order while later batches are on the wire, and hands them out in
+two halves so that Redis and the worker work at the same time (see ``_read_loop``).
+Nothing waits on purpose: a lone call goes out at once. Each script stays its own atomic
+call; only the transport is shared.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -24,8 +30,12 @@ class CommandPipeline:
     def __init__(self, client: AsyncRedis) -> None:
         self._pool = client.connection_pool
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._in_flight: deque[asyncio.Future[Any]] = deque()  # written, reply not read yet
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._connection: AbstractConnection | None = None
+        self._read_from: AbstractConnection | None = None  # the reader's connection
         self._closed = False
 
     async def call(self, command: bytes) -> Any:
@@ -34,59 +44,114 @@ class CommandPipeline:
             raise RedisConnectionError("the command pipeline is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((command, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_loop())
         self._wakeup.set()
         return await future
 
     async def close(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._fail(self._pending, RedisConnectionError("the command pipeline is closed"))
+        for task in (self._writer, self._reader):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in (self._writer, self._reader) if t is not None), return_exceptions=True
+        )
+        error = RedisConnectionError("the command pipeline is closed")
+        await self._drop_connection(error)
+        _fail((future for _, future in self._pending), error)
         self._pending = []
 
-    async def _run(self) -> None:
+    async def _write_loop(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending:
+            # Calls made during the same turn of the event loop leave together.
+            if self._pending:
                 batch, self._pending = self._pending, []
-                await self._send(batch)
+                await self._write(batch)
 
-    async def _send(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+    async def _write(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
         try:
-            connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            connection = await self._ensure_connection()
         except BaseException as error:  # Redis unreachable: every caller hears of it
-            self._fail(batch, _as_exception(error))
+            _fail((future for _, future in batch), _as_exception(error))
             if not isinstance(error, Exception):
                 raise
             return
+        # Registered before the write, so that the reader never sees an unclaimed reply.
+        self._in_flight.extend(future for _, future in batch)
         try:
-            await connection.send_packed_command([command for command, _ in batch])
-            for _, future in batch:
-                try:
-                    reply = await connection.read_response()
-                except ResponseError as error:  # a reply: the connection is still in step
-                    if not future.done():
-                        future.set_exception(error)
-                    continue
-                if not future.done():  # its caller may have been cancelled meanwhile
-                    future.set_result(reply)
+            await connection.send_packed_command(
+                [command for command, _ in batch], check_health=False
+            )
         except BaseException as error:
-            await connection.disconnect(nowait=True)
-            self._fail(batch, _as_exception(error))
+            await self._drop_connection(_as_exception(error), connection)
             if not isinstance(error, Exception):
                 raise
-        finally:
-            await self._pool.release(connection)
+            return
+        if self._reader is None or self._reader.done() or self._read_from is not connection:
+            self._read_from = connection
+            self._reader = asyncio.ensure_future(self._read_loop(connection))
 
-    @staticmethod
-    def _fail(batch: list[tuple[bytes, asyncio.Future[Any]]], error: Exception) -> None:
-        for _, future in batch:
-            if not future.done():
-                future.set_exception(error)
+    async def _read_loop(self, connection: AbstractConnection) -> None:
+        # Redis answers a batch all at once, so left alone the worker would handle every
+        # reply, send one batch, and wait while Redis runs it: the two take turns. Pausing
+        # after half of what is due lets the first half's next calls leave (the writer
+        # runs in that pause) while the second half is handled: Redis and the worker then
+        # work at the same time (measured: no-op jobs at concurrency 10, +60%).
+        handled = 0
+        pause_after = 0
+        try:
+            while self._in_flight and connection is self._connection:
+                if handled == 0:
+                    pause_after = max(2, len(self._in_flight) // 2)
+                try:
+                    reply: Any = await connection.read_response()
+                except ResponseError as error:  # a reply: the connection is still in step
+                    reply = error
+                future = self._in_flight.popleft()
+                if future.done():  # its caller was cancelled meanwhile
+                    continue
+                if isinstance(reply, ResponseError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+                handled += 1
+                if handled >= pause_after:
+                    handled = 0
+                    await asyncio.sleep(0)
+        except BaseException as error:
+            await self._drop_connection(_as_exception(error), connection)
+            if not isinstance(error, Exception):
+                raise
+
+    async def _ensure_connection(self) -> AbstractConnection:
+        if self._connection is None:
+            self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        return self._connection
+
+    async def _drop_connection(
+        self, error: Exception, connection: AbstractConnection | None = None
+    ) -> None:
+        """The connection broke (or the pipeline closes): fail every call whose reply was
+        still due, and give the connection back, disconnected if anything was in flight."""
+        current = self._connection
+        if current is None or (connection is not None and connection is not current):
+            return  # already dropped by the other task
+        self._connection = None
+        broken = bool(self._in_flight) or connection is not None
+        _fail(self._in_flight, error)
+        self._in_flight.clear()
+        if broken:
+            await current.disconnect(nowait=True)
+        await self._pool.release(current)
+
+
+def _fail(futures: Any, error: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
 
 
 def _as_exception(error: BaseException) -> Exception:

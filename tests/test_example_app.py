@@ -311,11 +311,17 @@ def test_the_compose_commands_export_over_otlp(settings: Settings, tmp_path: Pat
                 processed, timeout=20, what="the worker's span", check=check
             )[0]
             assert attempt.attributes["messaging.system"] == "queue_core"
-            server = [
-                s
-                for s in receiver.spans_named("POST /users")
-                if s.resource["service.name"] == "api"
-            ]
+
+            def served() -> list[ReceivedSpan]:
+                return [
+                    s
+                    for s in receiver.spans_named("POST /users")
+                    if s.resource["service.name"] == "api"
+                ]
+
+            # Each process exports on its own batch timer: the worker's span can arrive
+            # before the API's.
+            server = receiver.wait_for(served, timeout=20, what="the API's span", check=check)
             assert [s.trace_id for s in server] == [attempt.trace_id]
 
             def sent_lines() -> list[ReceivedLog]:

@@ -4,6 +4,7 @@ call, a broken connection fails every waiter instead of leaving one hanging."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -91,3 +92,41 @@ async def test_closed_pipeline_refuses_calls(client: redis.asyncio.Redis) -> Non
     await pipeline.close()
     with pytest.raises(RedisConnectionError, match="closed"):
         await pipeline.call(pack_command(("PING",)))
+
+
+async def test_overlapping_batches_keep_replies_in_step(
+    client: redis.asyncio.Redis, queue_name: str
+) -> None:
+    """Callers that come and go at random times make batches that overlap on the wire
+    (written before the previous batch's replies were read): every reply still reaches
+    the call it answers."""
+    pipeline = CommandPipeline(client)
+    rng = random.Random(7)
+
+    async def counter(n: int) -> list[int]:
+        key = f"{queue_name}:{n}"
+        seen = []
+        for _ in range(60):
+            seen.append(await pipeline.call(pack_command(("INCRBY", key, 1))))
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.random() / 1000)
+        return seen
+
+    results = await asyncio.gather(*(counter(n) for n in range(25)))
+    assert all(seen == list(range(1, 61)) for seen in results)
+    await pipeline.close()
+
+
+async def test_a_cancelled_caller_does_not_shift_the_replies(
+    client: redis.asyncio.Redis, queue_name: str
+) -> None:
+    pipeline = CommandPipeline(client)
+    await client.rpush(queue_name, b"only")
+    slow = asyncio.ensure_future(pipeline.call(pack_command(("BLPOP", f"{queue_name}:x", 1))))
+    await asyncio.sleep(0.05)  # written: its reply is due first
+    after = asyncio.ensure_future(pipeline.call(pack_command(("LPOP", queue_name))))
+    await asyncio.sleep(0.05)
+    slow.cancel()
+    assert await after == b"only"  # the BLPOP's reply (nil, after 1 s) went to no one
+    assert await pipeline.call(pack_command(("ECHO", "next"))) == b"next"
+    await pipeline.close()

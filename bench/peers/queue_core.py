@@ -1,0 +1,130 @@
+"""queue_core, through its public API only, run from the project's own venv.
+
+Settings: ``Queue.add`` one job per call; bulk is ``Queue.add_bulk`` (one script call
+per batch); default job options (``remove_on_complete`` keeps the newest 1,000). Worker:
+one ``Worker(concurrency=10)`` per process, run with ``asyncio.run(worker.run())`` as the
+README says, ``configure_logging()`` at INFO (JSON lines; nothing is logged per job).
+``$BENCH_QC_CONCURRENCY`` overrides the concurrency (to explore).
+
+Variant ``otel``: ``queue_otel`` on in the producer and in the workers: every trace
+sampled (ALWAYS_ON), a ``BatchSpanProcessor`` into an exporter that drops the spans, and
+metrics through a ``PeriodicExportingMetricReader`` every second into one that drops them
+(the set-up of ``bench/otel_overhead.py``); log export off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+
+from bench.peers import _kit
+from queue_core import Job, JobSpec, Queue, Worker, configure_logging
+
+CONCURRENCY = int(os.environ.get("BENCH_QC_CONCURRENCY", "10"))
+MODULE = "bench.peers.queue_core"
+
+
+def instrument() -> Callable[[], None]:
+    """Turn queue_otel on as described above; returns what turns it off."""
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - variant only
+    from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON  # noqa: PLC0415
+
+    from bench.otel_overhead import DropMetrics, DropSpans  # noqa: PLC0415
+    from queue_otel import QueueInstrumentor  # noqa: PLC0415
+
+    tracer_provider = TracerProvider(sampler=ALWAYS_ON)
+    tracer_provider.add_span_processor(BatchSpanProcessor(DropSpans()))
+    meter_provider = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(DropMetrics(), export_interval_millis=1000)]
+    )
+    instrumentor = QueueInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, export_logs=False
+    )
+
+    def off() -> None:
+        instrumentor.uninstrument()
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+    return off
+
+
+class QueueCore(_kit.Peer):
+    name = "queue_core"
+    distribution = "queue-core"
+    has_bulk = True
+    bulk_api = "Queue.add_bulk"
+    concurrent_fill = True
+
+    def __init__(self, variant: str = "") -> None:
+        super().__init__(variant)
+        self.queue: Queue | None = None
+        self._off: Callable[[], None] | None = None
+
+    def settings(self) -> dict[str, str]:
+        out = {
+            "producer": "Queue.add per job; bulk: Queue.add_bulk; default job options",
+            "worker": f"one Worker(concurrency={CONCURRENCY}) per process "
+            "(asyncio.run(worker.run())), configure_logging() at INFO",
+            "concurrency": str(CONCURRENCY),
+        }
+        if self.variant == "otel":
+            out["queue_otel"] = (
+                "on in producer and workers: ALWAYS_ON sampler, BatchSpanProcessor to a "
+                "dropping exporter, metrics read every 1 s, log export off"
+            )
+        return out
+
+    async def open(self, url: str, queue: str) -> None:
+        if self.variant == "otel" and self._off is None:
+            self._off = instrument()
+        self.queue = Queue(queue, redis=url)
+
+    async def close(self) -> None:
+        if self.queue is not None:
+            await self.queue.close()
+            self.queue = None
+        if self._off is not None:
+            self._off()
+            self._off = None
+
+    async def enqueue(self, i: int) -> None:
+        assert self.queue is not None
+        await self.queue.add("noop", _kit.payload(i))
+
+    async def enqueue_bulk(self, items: Sequence[int]) -> None:
+        assert self.queue is not None
+        await self.queue.add_bulk([JobSpec("noop", _kit.payload(i)) for i in items])
+
+    def worker_command(self, url: str, queue: str) -> list[str]:
+        return _kit.module_command(MODULE, "worker")
+
+
+async def noop(job: Job) -> None:
+    _kit.mark()
+
+
+def worker_main() -> int:
+    configure_logging()
+    off = instrument() if _kit.env_variant() == "otel" else None
+    worker = Worker(_kit.env_queue(), noop, redis=_kit.env_url(), concurrency=CONCURRENCY)
+    try:
+        asyncio.run(worker.run())
+    finally:
+        if off is not None:
+            off()
+    return 0
+
+
+PEER = QueueCore
+COMMANDS = {"worker": worker_main}
+
+if __name__ == "__main__":
+    raise SystemExit(_kit.main("bench.peers.queue_core"))

@@ -1,0 +1,329 @@
+"""Render ``bench/results/latest.json`` as Markdown, and put it into README.md.
+
+    python -m bench.report [--results bench/results/latest.json] [--readme]
+
+prints the Markdown (and writes ``latest.md`` next to the JSON); ``--readme`` also
+replaces the part of README.md between ``<!-- bench:start -->`` and ``<!-- bench:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+START = "<!-- bench:start -->"
+END = "<!-- bench:end -->"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Column(NamedTuple):
+    key: str
+    header: str
+    higher_is_better: bool
+    digits: int  # decimals shown
+
+
+COLUMNS = (
+    Column("enqueue_per_s", "enqueue /s", True, 0),
+    Column("enqueue_p50_ms", "enqueue p50 ms", False, 2),
+    Column("enqueue_p99_ms", "enqueue p99 ms", False, 2),
+    Column("bulk_per_s", "bulk enqueue /s", True, 0),
+    Column("process1_per_s", "1 worker jobs/s", True, 0),
+    Column("process2_per_s", "2 workers jobs/s", True, 0),
+    Column("startup_s", "worker start s", False, 2),
+    Column("pickup_p50_ms", "pick-up p50 ms", False, 1),
+    Column("pickup_p99_ms", "pick-up p99 ms", False, 1),
+    Column("memory_bytes_per_job", "Redis bytes/job", False, 0),
+)
+PHASE_OF = {
+    "enqueue_per_s": "enqueue",
+    "enqueue_p50_ms": "enqueue",
+    "enqueue_p99_ms": "enqueue",
+    "bulk_per_s": "bulk",
+    "process1_per_s": "process1",
+    "process2_per_s": "process2",
+    "startup_s": "process1",
+    "pickup_p50_ms": "pickup",
+    "pickup_p99_ms": "pickup",
+    "memory_bytes_per_job": "memory",
+}
+
+
+def number(value: float, digits: int) -> str:
+    if digits == 0 or abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:,.1f}"
+    return f"{value:,.{digits}f}"
+
+
+def best_values(libraries: dict[str, Any]) -> dict[str, float]:
+    """The best peer's value per column: this project's own rows are compared with it,
+    never counted in it."""
+    best: dict[str, float] = {}
+    for column in COLUMNS:
+        values = [
+            entry["figures"][column.key]
+            for entry in libraries.values()
+            if not entry.get("ours") and entry.get("figures", {}).get(column.key) is not None
+        ]
+        if values:
+            best[column.key] = max(values) if column.higher_is_better else min(values)
+    return best
+
+
+def cell(entry: dict[str, Any], column: Column, best: dict[str, float]) -> str:
+    value = entry.get("figures", {}).get(column.key)
+    if value is None:
+        if not entry["install"]["ok"]:
+            return "install failed"
+        if column.key == "bulk_per_s" and entry.get("bulk_api") is None and entry["runs"]:
+            return "n/a"
+        ran = {p for r in entry["runs"] for p in r.get("params", {}).get("phases", [])}
+        if entry["runs"] and PHASE_OF[column.key] not in ran:
+            return "-"
+        return "failed"
+    text = number(value, column.digits)
+    if column.key in best and best[column.key] > 0:
+        ratio = value / best[column.key]
+        if abs(ratio - 1) < 1e-9 and not entry.get("ours"):
+            return f"**{text}** (1.00x)"
+        return f"{text} ({ratio:.2f}x)"
+    return text
+
+
+def main_table(document: dict[str, Any]) -> list[str]:
+    libraries: dict[str, Any] = document["libraries"]
+    best = best_values(libraries)
+    lines = [
+        "| library | " + " | ".join(c.header for c in COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
+    ]
+    for entry in libraries.values():
+        version = entry.get("version", "")
+        name = f"{entry['label']} {version}".strip()
+        lines.append(f"| {name} | " + " | ".join(cell(entry, c, best) for c in COLUMNS) + " |")
+    return lines
+
+
+def caps(document: dict[str, Any]) -> list[str]:
+    """Where a library hit a time cap: fewer jobs processed or pick-ups sampled."""
+    notes: list[str] = []
+    params = document["params"]
+    for entry in document["libraries"].values():
+        parts: list[str] = []
+        for key, label in (("process1", "1 worker"), ("process2", "2 workers")):
+            done = [r["details"][key] for r in entry["runs"] if key in r.get("details", {})]
+            capped = [d for d in done if d.get("stopped_after_s")]
+            if capped:
+                counts = ", ".join(f"{d['done']:,}" for d in capped)
+                parts.append(
+                    f"{label}: stopped after {params['process_max_s']:g} s ({counts} jobs)"
+                )
+            filled = [d["jobs"] for d in done if d["jobs"] < params["process_jobs"]]
+            if filled:
+                parts.append(
+                    f"{label}: {', '.join(f'{n:,}' for n in filled)} jobs enqueued "
+                    f"in the {params['fill_max_s']:g} s allowed"
+                )
+        samples = [
+            r["details"]["pickup"]["samples"]
+            for r in entry["runs"]
+            if "pickup" in r.get("details", {})
+        ]
+        if samples and min(samples) < params["pickup_samples"]:
+            parts.append(
+                f"pick-up: {', '.join(map(str, samples))} samples per run "
+                f"(capped at {params['pickup_max_s']:g} s)"
+            )
+        if parts:
+            notes.append(f"- {entry['label']}: " + "; ".join(parts) + ".")
+    return notes
+
+
+def settings_table(document: dict[str, Any]) -> list[str]:
+    lines = [
+        "| library | installed | producer | worker | concurrency per process | bulk API |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in document["libraries"].values():
+        settings = entry.get("settings", {})
+        extra = "; ".join(
+            f"{k}: {v}"
+            for k, v in settings.items()
+            if k not in ("producer", "worker", "concurrency")
+        )
+        worker = settings.get("worker", "")
+        if extra:
+            worker = f"{worker}; {extra}"
+        pins = ", ".join(f"`{r}`" for r in entry["requirements"])
+        lines.append(
+            f"| {entry['label']} | {pins} (redis-py {entry.get('redis_py', '?')}) "
+            f"| {settings.get('producer', '')} | {worker} | {settings.get('concurrency', '')} "
+            f"| {entry.get('bulk_api') or 'none'} |"
+        )
+    return lines
+
+
+def otel_table(document: dict[str, Any]) -> list[str]:
+    libraries = document["libraries"]
+    off = libraries.get("queue_core", {}).get("figures")
+    on = libraries.get("queue_core+otel", {}).get("figures")
+    if not off or not on:
+        return []
+    lines = [
+        "| figure | queue_otel off | on | change |",
+        "|---|---:|---:|---:|",
+    ]
+    for column in COLUMNS:
+        a, b = off.get(column.key), on.get(column.key)
+        if a is None or b is None or a == 0:
+            continue
+        change = (b - a) / a
+        lines.append(
+            f"| {column.header} | {number(a, column.digits)} | {number(b, column.digits)} "
+            f"| {change:+.0%} |"
+        )
+    return lines
+
+
+def rss_lines(document: dict[str, Any]) -> list[str]:
+    rss = document.get("rss")
+    if not rss:
+        return ["RSS run: not run."]
+    if "rss_end_mib" not in rss:
+        return [f"RSS run ({rss['jobs']:,} jobs): failed: {rss.get('error', '')[:500]}"]
+    growth = rss["rss_end_mib"] - rss["rss_warm_mib"]
+    hwm = rss.get("vm_hwm_kib")
+    return [
+        f"queue_core worker RSS (one process, concurrency "
+        f"{rss.get('settings', {}).get('concurrency', '?')}): "
+        f"**{rss['rss_warm_mib']:.1f} MiB** after {rss['warmup_jobs']:,} warm-up jobs, "
+        f"**{rss['rss_end_mib']:.1f} MiB** after {rss['jobs']:,} jobs "
+        f"({growth:+.1f} MiB; peak VmHWM {hwm / 1024 if hwm else 0:.1f} MiB), "
+        f"at {rss.get('per_s', 0):,.0f} jobs/s while the producer kept at most 40,000 "
+        "jobs waiting.",
+    ]
+
+
+def problems(document: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for entry in document["libraries"].values():
+        if not entry["install"]["ok"]:
+            lines.append(
+                f"- {entry['label']}: install failed: `{_short(entry['install']['error'])}`"
+            )
+        for error in entry["errors"]:
+            lines.append(f"- {entry['label']}: `{_short(error)}`")
+    return lines
+
+
+def _short(text: str, limit: int = 400) -> str:
+    one_line = " ".join(text.split()).replace("`", "'")
+    return one_line if len(one_line) <= limit else one_line[:limit] + "..."
+
+
+def render(document: dict[str, Any], heading: str = "###") -> str:
+    machine = document["machine"]
+    params = document["params"]
+    runs = document["runs"]
+    out = [
+        f"{heading} Results",
+        "",
+        f"{'Quick smoke run, not for comparison. ' if document.get('quick') else ''}"
+        f"Median of {runs} run{'s' if runs != 1 else ''} per library; every library on the "
+        f"same private Redis {machine['redis']}, one after another, in the same run. "
+        "In brackets: the ratio to the best peer's value of the column (in bold; "
+        "queue_core's own rows are not peers); higher is better for throughputs (/s), "
+        "lower for times and memory.",
+        "",
+        *main_table(document),
+        "",
+        f"- enqueue: {params['enqueue_jobs']:,} calls one at a time (after 100 warm-up calls); "
+        "p50/p99 of one call.",
+        f"- bulk: {params['bulk_jobs']:,} jobs in calls of {params['bulk_batch']} through the "
+        "library's bulk API; n/a where it has none (a loop or a `group` is not bulk).",
+        f"- workers: up to {params['process_jobs']:,} no-op jobs enqueued first, then one (two) "
+        "worker processes started; jobs per second from the first job's start to the last "
+        "one's. Worker start: from starting one worker process to its first job's start "
+        "(imports, connecting, the library's own set-up). Concurrency per process: each "
+        f"library's default (table below); a library is stopped after "
+        f"{params['process_max_s']:g} s and measured on the jobs it started by then.",
+        f"- pick-up: one idle worker; up to {params['pickup_samples']} times (at most "
+        f"{params['pickup_max_s']:g} s per run): take the time, enqueue one job, the job "
+        "records when it starts (`time.monotonic()` written to a pipe); randomized pauses "
+        "between samples so that pollers are caught at random points of their period.",
+        f"- memory: Redis `used_memory` (less client buffers) before and after "
+        f"{params['memory_jobs']:,} waiting jobs, divided; Redis flushed between libraries "
+        "(first run only: it does not vary).",
+        *caps(document),
+        "",
+        f"{heading}# queue_otel off and on",
+        "",
+        "queue_core alone and with queue_otel on in the producer and the workers: every trace "
+        "sampled, a BatchSpanProcessor into an exporter that drops spans, metrics read every "
+        "second.",
+        "",
+        *otel_table(document),
+        "",
+        f"{heading}# Worker memory over a long run",
+        "",
+        *rss_lines(document),
+        "",
+        f"{heading}# Settings per library",
+        "",
+        "Each library's recommended or default production settings (details in the "
+        "docstring of its adapter, `bench/peers/<name>.py`); every peer in its own venv "
+        "with `hiredis` installed, as queue_core has it.",
+        "",
+        *settings_table(document),
+        "",
+    ]
+    trouble = problems(document)
+    if trouble:
+        out += [f"{heading}# Failures", "", *trouble, ""]
+    out += [
+        f"{heading}# Machine and command",
+        "",
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB; "
+        f"{machine['platform']}; Python {machine['python']}; Redis {machine['redis']}. "
+        f"{document['date']}. Installs took {document['install_seconds']:.0f} s, "
+        f"the whole run {document['wall_seconds']:.0f} s.",
+        "",
+        "```sh",
+        "make bench   # = " + document["command"],
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def update_readme(readme: Path, document: dict[str, Any]) -> None:
+    """Replace the text between the bench markers with the rendered results."""
+    text = readme.read_text()
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme}: no {START} ... {END} section")
+    body = render(document, heading="###")
+    readme.write_text(text[: start + len(START)] + "\n\n" + body + "\n" + text[end:])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "bench/results/latest.json")
+    parser.add_argument("--readme", action="store_true")
+    args = parser.parse_args(argv)
+    document = json.loads(args.results.read_text())
+    markdown = render(document)
+    args.results.with_suffix(".md").write_text(markdown)
+    if args.readme:
+        update_readme(ROOT / "README.md", document)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""The benchmark harness: a quick run of queue_core in its own venv (created under
+bench/.venvs when missing, as `make bench` does; plus a peer whose venv already exists),
+and the report logic on a made-up document. Speed is measured, never asserted."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+from bench.libraries import BY_KEY, LIBRARIES, PROJECT
+from bench.peers._kit import Params, percentile
+from bench.run import FIGURES, VENVS, medians
+
+ROOT = Path(__file__).resolve().parent.parent
+# A peer that installs and runs quickly; used only when its venv is already there (the
+# test suite does not create venvs: that needs the network and takes a while).
+FAST_PEER = "bullmq"
+
+
+def _ready_peer() -> list[str]:
+    library = BY_KEY[FAST_PEER]
+    stamp = VENVS / library.venv / ".bench-requirements"
+    wanted = "\n".join(library.requirements) + "\n"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return [FAST_PEER]
+    return []
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_writes_results(tmp_path: Path) -> None:
+    keys = ["queue_core", *_ready_peer()]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--only",
+            ",".join(keys),
+            "--rss-jobs",
+            "3000",
+            "--output",
+            str(tmp_path),
+            "--readme",  # refused for a quick run: README.md must stay as it is
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads((tmp_path / "latest.json").read_text())
+    assert set(document) >= {"date", "command", "machine", "params", "libraries", "rss", "runs"}
+    assert document["machine"]["redis"] and document["machine"]["cores"] >= 1
+    assert document["quick"] is True and document["runs"] == 1
+    assert list(document["libraries"]) == keys
+    for key in keys:
+        entry = document["libraries"][key]
+        assert entry["install"]["ok"], entry["install"]
+        assert entry["errors"] == [], entry["errors"]
+        assert entry["version"] and entry["settings"]
+        assert len(entry["runs"]) == 1
+        for name in FIGURES:
+            value = entry["figures"][name]
+            if name == "bulk_per_s" and entry["bulk_api"] is None:
+                assert value is None
+            else:
+                assert isinstance(value, float) and value > 0, (key, name, value)
+    rss = document["rss"]
+    assert rss["error"] == "" and rss["jobs"] == 3000
+    assert rss["rss_warm_mib"] > 0 and rss["rss_end_mib"] > 0
+    assert "README.md left alone" in done.stderr
+    assert document["libraries"]["queue_core"]["ours"] is True
+    assert document["libraries"]["queue_core"]["requirements"] == ["-e ."]
+    markdown = (tmp_path / "latest.md").read_text()
+    assert "| queue_core 0.1.0 |" in markdown
+    assert "python -m bench.run --quick" in markdown
+
+
+def _document() -> dict[str, Any]:
+    def entry(label: str, figures: dict[str, float | None], **extra: Any) -> dict[str, Any]:
+        return {
+            "label": label,
+            "version": "1.0",
+            "requirements": [f"{label}==1.0"],
+            "install": {"ok": True, "error": ""},
+            "bulk_api": "add_bulk" if figures.get("bulk_per_s") else None,
+            "settings": {"producer": "p", "worker": "w", "concurrency": "10"},
+            "runs": [{"params": {"phases": ["enqueue", "bulk", "memory"]}, "details": {}}],
+            "errors": [],
+            "figures": figures,
+            **extra,
+        }
+
+    return {
+        "date": "2026-01-01T00:00:00+00:00",
+        "command": "python -m bench.run",
+        "machine": {
+            "cpu": "CPU",
+            "cores": 2,
+            "memory_gib": 4,
+            "platform": "Linux",
+            "python": "3.11",
+            "redis": "7.0",
+        },
+        "runs": 3,
+        "quick": False,
+        "params": {
+            "enqueue_jobs": 10,
+            "bulk_jobs": 10,
+            "bulk_batch": 5,
+            "process_jobs": 10,
+            "process_max_s": 1,
+            "fill_max_s": 1,
+            "pickup_samples": 5,
+            "pickup_max_s": 1,
+            "memory_jobs": 10,
+        },
+        "libraries": {
+            "a": entry("A", {"enqueue_per_s": 100.0, "bulk_per_s": 1000.0, "pickup_p50_ms": 2.0}),
+            "b": entry("B", {"enqueue_per_s": 200.0, "bulk_per_s": None, "pickup_p50_ms": 4.0}),
+            "c": {
+                **entry("C", {}),
+                "install": {"ok": False, "error": "pip said no"},
+                "runs": [],
+            },
+            "ours": entry(
+                "Ours",
+                {"enqueue_per_s": 1000.0, "bulk_per_s": 500.0, "pickup_p50_ms": 1.0},
+                ours=True,
+            ),
+        },
+        "rss": None,
+        "install_seconds": 1,
+        "wall_seconds": 2,
+    }
+
+
+def test_report_ratios_to_the_best_and_failures() -> None:
+    markdown = report.render(_document())
+    row_a = next(line for line in markdown.splitlines() if line.startswith("| A 1.0 |"))
+    row_b = next(line for line in markdown.splitlines() if line.startswith("| B 1.0 |"))
+    row_c = next(line for line in markdown.splitlines() if line.startswith("| C 1.0 |"))
+    # Throughput: higher is better; latency: lower is better.
+    assert "| 100 (0.50x) |" in row_a and "| **200** (1.00x) |" in row_b
+    assert "**2.0** (1.00x)" in row_a and "4.0 (2.00x)" in row_b
+    assert "n/a" in row_b  # no bulk API
+    assert "install failed" in row_c
+    assert "pip said no" in markdown
+    # This project's row is compared with the best peer, never counted as one.
+    row_ours = next(line for line in markdown.splitlines() if line.startswith("| Ours 1.0 |"))
+    assert "| 1,000 (5.00x) |" in row_ours and "| 500 (0.50x) |" in row_ours
+    assert "1.0 (0.50x)" in row_ours and "**" not in row_ours
+
+
+def test_readme_section_is_replaced(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{report.START}\nOLD TABLE\n{report.END}\n\n## next\n")
+    report.update_readme(readme, _document())
+    text = readme.read_text()
+    assert "OLD TABLE" not in text and "| A 1.0 |" in text
+    assert text.startswith("# x\n") and text.endswith(f"{report.END}\n\n## next\n")
+    again = copy.deepcopy(text)
+    report.update_readme(readme, _document())
+    assert readme.read_text() == again  # idempotent
+
+
+def test_the_real_readme_has_the_markers() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert text.index("## Benchmarks") < text.index(report.START) < text.index(report.END)
+    assert text.index(report.END) < text.index("## Redis in production")
+
+
+def test_harness_helpers() -> None:
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
+    assert Params.from_json('{"enqueue_jobs": 5}').enqueue_jobs == 5
+    with pytest.raises(ValueError, match="unknown"):
+        Params.from_json('{"nope": 1}')
+    runs = [{"figures": {"enqueue_per_s": v, "bulk_per_s": None}} for v in (1.0, 3.0, 2.0)]
+    assert medians(runs)["enqueue_per_s"] == 2.0 and medians(runs)["bulk_per_s"] is None
+    assert {lib.key for lib in LIBRARIES} >= {
+        "queue_core",
+        "arq",
+        "saq",
+        "rq",
+        "celery",
+        "dramatiq",
+        "taskiq",
+        "bullmq",
+    }
+    for library in LIBRARIES:  # every peer pins exact versions; queue_core is this checkout
+        assert library.requirements, library
+        assert all("==" in r or PROJECT in r for r in library.requirements), library
