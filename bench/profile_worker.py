@@ -1,14 +1,15 @@
-"""Where a worker's time goes: one worker process through a backlog of no-op jobs,
-sampled by pyinstrument, with the CPU that the worker and Redis spent per job.
+"""Where a worker's CPU goes: one worker through a backlog of no-op jobs, sampled by
+py-spy from outside the process, with the CPU that the worker and Redis spent per job.
 
     python -m bench.profile_worker [--jobs 30000] [--concurrency 10] [--otel] [--top 20]
 
 A private redis-server is started; ``--jobs`` jobs are bulk-enqueued first (not
-profiled), then a ``Worker`` works through them in this process under the profiler.
-Printed: jobs per second, the worker's CPU per job (``time.process_time``), Redis's CPU
-per job (``INFO cpu`` before and after) and its busiest commands, and the frames with the
-most self time (pyinstrument's flat view, every frame shown, the event loop's own wait
-in ``select`` included: that is time spent waiting on Redis).
+profiled), then a ``Worker`` works through them in this process while ``py-spy record``
+samples it 1,000 times a second (idle samples, the event loop waiting on Redis, are left
+out). Printed: jobs per second, the worker's CPU per job (``time.process_time``), Redis's
+CPU per job (``INFO cpu`` before and after) and its busiest commands, and the functions
+with the most self time as a share of the worker's busy samples. py-spy needs ptrace
+rights over this process (root, or ``kernel.yama.ptrace_scope`` 0).
 
 To profile another version of queue_core (e.g. before a change), put its checkout first
 on the path: ``PYTHONPATH=/tmp/old python bench/profile_worker.py``; the file profiled is
@@ -19,16 +20,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import redis
 import structlog
-from pyinstrument import Profiler
-from pyinstrument.renderers import ConsoleRenderer
 
 import queue_core
 from queue_core import Job, JobSpec, Queue, Worker
@@ -79,7 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--otel", action="store_true", help="queue_otel on, as in bench.run")
     parser.add_argument("--top", type=int, default=20, help="frames shown")
-    parser.add_argument("--interval", type=float, default=0.0002, help="sampling interval, s")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.otel:
@@ -93,12 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(fill(server.url, name, args.jobs))
         client.config_resetstat()
         redis_before, commands_before = redis_cpu(client), client.info("commandstats")
-        profiler = Profiler(interval=args.interval, async_mode="disabled")
-        cpu, wall = time.process_time(), time.perf_counter()
-        profiler.start()
-        asyncio.run(work(server.url, name, args.jobs, args.concurrency))
-        profiler.stop()
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        with sampled() as samples:
+            cpu, wall = time.process_time(), time.perf_counter()
+            asyncio.run(work(server.url, name, args.jobs, args.concurrency))
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         redis_used = redis_cpu(client) - redis_before
         commands = busiest_commands(
             _by_command(commands_before), _by_command(client.info("commandstats")), args.jobs
@@ -111,15 +117,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"worker CPU {cpu * per_job:.0f} us/job, Redis CPU {redis_used * per_job:.0f} us/job"
     )
     print("Redis time by command:", *commands, sep="\n  ")
-    renderer = ConsoleRenderer(
-        unicode=False, color=False, show_all=True, flat=True, time="percent_of_total"
-    )
-    session = profiler.last_session
-    assert session is not None  # the profiler ran
-    lines = renderer.render(session).splitlines()
-    body = [line for line in lines if line.strip() and not line.lstrip().startswith("_")]
-    print("\n".join(body[: args.top + 6]))
+    total = sum(samples.values())
+    print(f"Worker self time, top {args.top} of {total:,} busy samples:")
+    for frame, count in samples.most_common(args.top):
+        print(f"  {100 * count / total:5.1f}%  {frame}")
     return 0
+
+
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")
+
+
+@contextmanager
+def sampled() -> Iterator[collections.Counter[str]]:
+    """py-spy samples this process while the block runs; the counter then holds the
+    samples per innermost function (``function (file)``)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    counts: collections.Counter[str] = collections.Counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "stacks.txt"
+        spy = subprocess.Popen(  # noqa: S603 - py-spy on this very process
+            [
+                *(py_spy, "record", "--pid", str(os.getpid()), "--rate", "1000"),
+                *("--format", "raw", "--output", str(output), "--nonblocking"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)  # attached and sampling
+        try:
+            yield counts
+        finally:
+            spy.send_signal(signal.SIGINT)
+            _, err = spy.communicate(timeout=60)
+        if not output.exists():
+            raise SystemExit(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}")
+        for line in output.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            innermost = stack.rsplit(";", 1)[-1]
+            match = _FRAME.match(innermost)
+            frame = f"{match['function']} ({_short(match['file'])})" if match else innermost
+            counts[frame] += int(count)
+
+
+def _short(path: str) -> str:
+    """A file as its package path: site-packages and the checkout's root cut off."""
+    for marker in ("site-packages/", "python3.11/", str(Path.cwd()) + "/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
 
 
 def _by_command(info: dict[str, Any]) -> dict[str, Any]:
