@@ -314,13 +314,15 @@ def prepare_all(selected: list[Library], venvs: Path, reinstall: bool) -> dict[s
     log(f"preparing {len(selected)} libraries (venvs in {venvs})")
     venvs.mkdir(parents=True, exist_ok=True)
     installs: dict[str, Install] = {}
+    # One install per venv: variants of a library share it (and must not race on it).
+    first = {lib.venv: lib for lib in reversed(selected)}
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        futures = {lib.key: pool.submit(prepare_venv, lib, venvs, reinstall) for lib in selected}
-        for key, future in futures.items():
+        futures = {v: pool.submit(prepare_venv, lib, venvs, reinstall) for v, lib in first.items()}
+        for lib in selected:
             try:
-                installs[key] = future.result()
+                installs[lib.key] = futures[lib.venv].result()
             except Exception as exc:  # reported, never hidden
-                installs[key] = Install(error=f"{type(exc).__name__}: {exc}")
+                installs[lib.key] = Install(error=f"{type(exc).__name__}: {exc}")
     for key, install in installs.items():
         how = "reused" if install.reused else f"installed in {install.seconds:.0f} s"
         log(f"  {key}: {how if install.ok else 'INSTALL FAILED: ' + install.error[:300]}")

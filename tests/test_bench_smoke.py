@@ -197,6 +197,31 @@ def test_harness_helpers() -> None:
         "taskiq",
         "bullmq",
     }
+    by_venv: dict[str, set[tuple[str, ...]]] = {}
+    for library in LIBRARIES:  # variants sharing a venv (installed once) need the same pins
+        by_venv.setdefault(library.venv, set()).add(library.requirements)
+    assert all(len(pins) == 1 for pins in by_venv.values()), by_venv
     for library in LIBRARIES:  # every peer pins exact versions; queue_core is this checkout
         assert library.requirements, library
         assert all("==" in r or PROJECT in r for r in library.requirements), library
+
+
+@pytest.mark.timeout(120)
+def test_profile_worker_shows_where_the_time_goes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.profile_worker", "--jobs", "3000", "--top", "8"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=110,
+        check=False,
+    )
+    if done.returncode != 0 and "ermission" in done.stdout + done.stderr:
+        pytest.skip("py-spy may not attach here (no ptrace rights): " + done.stderr[-300:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "3,000 no-op jobs, concurrency 10" in out and "us/job" in out
+    assert "evalsha: 1.00 calls" in out  # one script call per job: settle and fetch in one
+    frames = out.split("busy samples:", 1)[1].strip().splitlines()
+    assert 1 <= len(frames) <= 8 and all(line.strip().split("%")[0] for line in frames)
+    assert any("queue_core/" in line for line in frames), frames
