@@ -68,6 +68,7 @@ VARIANT_ENV = "BENCH_VARIANT"
 PHASES = ("enqueue", "bulk", "process1", "process2", "pickup", "memory", "rss")
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, Linux
 _WARMUP_CALLS = 100
+_GATHER_S = 0.05  # marks gather this long between reads while jobs run (see _process)
 _STOP_TIMEOUT = 1.0  # the measurement is over: no need to wait for a tidy exit
 _START_TIMEOUT = 60.0
 _PICKUP_TIMEOUT = 10.0
@@ -454,6 +455,10 @@ class Harness:
                 if marks:
                     seen += len(marks)
                     first, last = min(first, *marks), max(last, *marks)
+                    # Each mark carries its own time, so reading late costs nothing, while
+                    # reading each as it comes would take CPU from the library measured
+                    # (this machine may have no core to spare): let them gather.
+                    time.sleep(min(_GATHER_S, max(0.0, deadline - time.monotonic())))
                 else:
                     workers.check()
         finally:
@@ -565,7 +570,9 @@ class Harness:
             pid = workers.processes[0].pid
             while seen < total:
                 marks = self.marks.read(1.0)
-                if not marks:
+                if marks:
+                    time.sleep(_GATHER_S)  # as in _process: leave the CPU to the worker
+                else:
                     workers.check()
                 seen += len(marks)
                 if rss_warm is None and seen >= warmup:
