@@ -458,7 +458,7 @@ class Harness:
                     # Each mark carries its own time, so reading late costs nothing, while
                     # reading each as it comes would take CPU from the library measured
                     # (this machine may have no core to spare): let them gather.
-                    time.sleep(min(_GATHER_S, max(0.0, deadline - time.monotonic())))
+                    await asyncio.sleep(min(_GATHER_S, max(0.0, deadline - time.monotonic())))
                 else:
                     workers.check()
         finally:
@@ -571,7 +571,7 @@ class Harness:
             while seen < total:
                 marks = self.marks.read(1.0)
                 if marks:
-                    time.sleep(_GATHER_S)  # as in _process: leave the CPU to the worker
+                    await asyncio.sleep(_GATHER_S)  # as in _process: leave the CPU to the worker
                 else:
                     workers.check()
                 seen += len(marks)
