@@ -28,6 +28,11 @@ from redis.exceptions import (
 
 from queue_core.errors import InvalidOptionError, QueueError, RedisUnavailableError
 
+try:  # redis-py >= 7
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # pragma: no cover - older redis-py has no such setting
+    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
+
 __all__ = [
     "DEFAULT_REDIS_URL",
     "TRANSIENT_ERRORS",
@@ -87,6 +92,12 @@ def _client_options(url: str) -> dict[str, Any]:
     if not url.startswith("unix:"):  # keepalive is a TCP option
         options["socket_keepalive"] = True
         options["socket_keepalive_options"] = _keepalive_options()
+    if MaintNotificationsConfig is not None:
+        # Maintenance notifications need RESP3; these clients speak RESP2. Left at its
+        # default ("auto"), redis-py 8's async pool skips its check for connections the
+        # server closed while they sat idle (Redis `timeout`, proxies, managed services)
+        # and hands them out to fail one call (redis-py #4128).
+        options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     return options
 
 

@@ -25,6 +25,12 @@ from redis.exceptions import ResponseError
 
 __all__ = ["CommandPipeline"]
 
+# An idle pipeline gives its connection back to the pool after this long: a checkout
+# tests a pooled connection and reconnects it if the server closed it meanwhile (Redis
+# `timeout`, a proxy or a managed service dropping idle clients), which a connection
+# held for good would only find out by failing a call.
+IDLE_RELEASE_S = 2.0
+
 
 class CommandPipeline:
     def __init__(self, client: AsyncRedis) -> None:
@@ -36,6 +42,9 @@ class CommandPipeline:
         self._reader: asyncio.Task[None] | None = None
         self._connection: AbstractConnection | None = None
         self._read_from: AbstractConnection | None = None  # the reader's connection
+        self._last_write = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._releasing: asyncio.Future[None] | None = None
         self._closed = False
 
     async def call(self, command: bytes) -> Any:
@@ -51,6 +60,10 @@ class CommandPipeline:
 
     async def close(self) -> None:
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._releasing is not None:
+            await asyncio.gather(self._releasing, return_exceptions=True)
         for task in (self._writer, self._reader):
             if task is not None:
                 task.cancel()
@@ -81,6 +94,7 @@ class CommandPipeline:
             return
         # Registered before the write, so that the reader never sees an unclaimed reply.
         self._in_flight.extend(future for _, future in batch)
+        self._last_write = asyncio.get_running_loop().time()
         try:
             await connection.send_packed_command(
                 [command for command, _ in batch], check_health=False
@@ -121,10 +135,27 @@ class CommandPipeline:
                 if handled >= pause_after:
                     handled = 0
                     await asyncio.sleep(0)
+            if connection is self._connection and self._idle_timer is None:
+                self._idle_timer = asyncio.get_running_loop().call_later(
+                    IDLE_RELEASE_S, self._release_if_idle
+                )
         except BaseException as error:
             await self._drop_connection(_as_exception(error), connection)
             if not isinstance(error, Exception):
                 raise
+
+    def _release_if_idle(self) -> None:
+        self._idle_timer = None
+        connection = self._connection
+        if connection is None or self._in_flight or self._pending or self._closed:
+            return  # busy again: the reader arms the timer when it next runs dry
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last_write
+        if idle < IDLE_RELEASE_S:
+            self._idle_timer = loop.call_later(IDLE_RELEASE_S - idle, self._release_if_idle)
+            return
+        self._connection = None
+        self._releasing = asyncio.ensure_future(self._pool.release(connection))
 
     async def _ensure_connection(self) -> AbstractConnection:
         if self._connection is None:

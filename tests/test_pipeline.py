@@ -13,6 +13,8 @@ from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from queue_core import pipeline as pipeline_module
+from queue_core.connection import create_async_client
 from queue_core.pipeline import CommandPipeline
 from tests.redis_server import RedisServer, free_port
 
@@ -129,4 +131,38 @@ async def test_a_cancelled_caller_does_not_shift_the_replies(
     slow.cancel()
     assert await after == b"only"  # the BLPOP's reply (nil, after 1 s) went to no one
     assert await pipeline.call(pack_command(("ECHO", "next"))) == b"next"
+    await pipeline.close()
+
+
+async def test_an_idle_connection_goes_back_to_the_pool(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that drops idle clients (Redis `timeout`, proxies, managed services) costs
+    an idle worker nothing: its connection went back to the pool, whose checkout
+    reconnects it. A connection held for good would fail the next call."""
+    monkeypatch.setattr(pipeline_module, "IDLE_RELEASE_S", 0.05)
+    client = create_async_client(redis_url)  # as a worker's, made by queue_core
+    pipeline = CommandPipeline(client)
+    first_id = await pipeline.call(pack_command(("CLIENT", "ID")))
+    await asyncio.sleep(0.3)
+    async with redis.asyncio.Redis.from_url(redis_url) as admin:  # the server drops it
+        assert await admin.client_kill_filter(_id=first_id) == 1
+    await asyncio.sleep(0.1)  # the close reaches this side while idle
+    assert await pipeline.call(pack_command(("ECHO", "after"))) == b"after"
+    second_id = await pipeline.call(pack_command(("CLIENT", "ID")))
+    assert second_id != first_id  # a new connection, made by the pool's checkout
+    await pipeline.close()
+    await client.aclose()
+
+
+async def test_a_busy_pipeline_keeps_its_connection(
+    client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "IDLE_RELEASE_S", 0.05)
+    pipeline = CommandPipeline(client)
+    ids = set()
+    for _ in range(20):  # never idle for as long as the threshold
+        ids.add(await pipeline.call(pack_command(("CLIENT", "ID"))))
+        await asyncio.sleep(0.01)
+    assert len(ids) == 1
     await pipeline.close()

@@ -3,11 +3,14 @@ and back to work on the same Queue object once Redis returns."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
+import redis
+from structlog.testing import capture_logs
 
-from queue_core import JobSpec, Queue, RedisUnavailableError, SyncQueue
+from queue_core import Job, JobSpec, Queue, RedisUnavailableError, SyncQueue, Worker
 from tests.redis_server import RedisServer
 
 
@@ -42,3 +45,36 @@ def test_sync_producer_survives_a_kill(server: RedisServer, queue_name: str) -> 
         queue.add("after", 2)
         counts = queue.get_counts()
     assert counts["waiting"] == 6
+
+
+async def test_a_server_that_drops_idle_clients_costs_no_call(queue_name: str) -> None:
+    """Redis `timeout` (like proxies and managed services) closes idle connections. The
+    next call of an idle producer or worker gets a reconnected one: no error, no retry
+    warning, no job late by a retry's backoff."""
+    server = RedisServer(extra=("--timeout", "1")).start()
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def record(job: Job) -> None:
+        seen.append(job.data)
+        done.set()
+
+    try:
+        with capture_logs() as logs:
+            async with (
+                Queue(queue_name, redis=server.url) as queue,
+                Worker(queue_name, record, redis=server.url),
+            ):
+                await queue.add("first", 1)
+                await asyncio.wait_for(done.wait(), 10)
+                done.clear()
+                await asyncio.sleep(4.5)  # idle: the worker gives its connection back at 2 s
+                connected = redis.Redis(port=server.port).client_list()
+                await queue.add("second", 2)
+                await asyncio.wait_for(done.wait(), 10)
+    finally:
+        server.cleanup()
+    assert seen == [1, 2]
+    assert len(connected) <= 2, connected  # the blocked worker and this one: idle ones closed
+    problems = [e for e in logs if e["log_level"] in ("warning", "error")]
+    assert problems == []
