@@ -27,22 +27,10 @@ MODULE = "bench.peers.queue_core"
 
 def instrument() -> Callable[[], None]:
     """Turn queue_otel on as described above; returns what turns it off."""
-    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - variant only
-    from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415
-        PeriodicExportingMetricReader,
-    )
-    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON  # noqa: PLC0415
+    from bench.otel_overhead import DropMetrics, DropSpans, dropping_providers  # noqa: PLC0415
+    from queue_otel import QueueInstrumentor  # noqa: PLC0415 - variant only
 
-    from bench.otel_overhead import DropMetrics, DropSpans  # noqa: PLC0415
-    from queue_otel import QueueInstrumentor  # noqa: PLC0415
-
-    tracer_provider = TracerProvider(sampler=ALWAYS_ON)
-    tracer_provider.add_span_processor(BatchSpanProcessor(DropSpans()))
-    meter_provider = MeterProvider(
-        metric_readers=[PeriodicExportingMetricReader(DropMetrics(), export_interval_millis=1000)]
-    )
+    tracer_provider, meter_provider = dropping_providers(DropSpans(), DropMetrics())
     instrumentor = QueueInstrumentor()
     instrumentor.instrument(
         tracer_provider=tracer_provider, meter_provider=meter_provider, export_logs=False

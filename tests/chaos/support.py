@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -16,20 +15,18 @@ from typing import Any
 import redis
 
 from tests.chaos.worker_process import COMPLETED, tracking_key
+from tests.processes import Process
 from tests.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 TEST_CLIENT_NAME = "chaos-test"
 
 
-class WorkerProcess:
-    """One ``tests.chaos.worker_process`` subprocess, its output in files."""
+class WorkerProcess(Process):
+    """One ``tests.chaos.worker_process`` subprocess, its output in files; ``start()``
+    starts it."""
 
     def __init__(self, workdir: Path, redis_url: str, queue: str, tag: str, **options: Any):
-        self.tag = tag
-        self.stdout_path = workdir / f"worker-{tag}.out"
-        self.stderr_path = workdir / f"worker-{tag}.err"
-        self.command = [
+        command = [
             sys.executable,
             "-m",
             "tests.chaos.worker_process",
@@ -41,42 +38,10 @@ class WorkerProcess:
             tag,
         ]
         for name, value in options.items():
-            self.command += [f"--{name.replace('_', '-')}", str(value)]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
+            command += [f"--{name.replace('_', '-')}", str(value)]
         env = {**os.environ, "QUEUE_CORE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
         env.pop("REDIS_URL", None)
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen(
-                self.command, cwd=ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
-            )
-        return self
-
-    @property
-    def popen(self) -> subprocess.Popen[bytes]:
-        assert self.process is not None, "not started"
-        return self.process
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def describe(self) -> str:
-        code = self.popen.poll()
-        return (
-            f"worker {self.tag} (pid {self.pid}, exit code {code})\n"
-            f"--- stdout ---\n{self.stdout()[-2000:]}\n--- stderr ---\n{self.stderr()[-6000:]}"
-        )
+        super().__init__(command, env, workdir, f"worker-{tag}", start=False)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         def ready() -> bool:
@@ -104,22 +69,8 @@ class WorkerProcess:
     def signal(self, sig: signal.Signals) -> None:
         self.popen.send_signal(sig)
 
-    def kill(self) -> None:
-        """SIGKILL, and wait until the process is gone."""
-        if self.alive():
-            self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"worker {self.tag} did not exit within {timeout}s\n{self.describe()}"
-            ) from None
-
     def cleanup(self) -> None:
-        if self.process is not None:
+        if self.started:
             self.kill()
 
 
