@@ -298,7 +298,12 @@ def build_params(args: argparse.Namespace) -> Params:
         current = getattr(params, name, None)
         if current is None or name == "phases":
             raise SystemExit(f"--set: unknown parameter {name!r}")
-        setattr(params, name, type(current)(value))
+        try:
+            setattr(params, name, type(current)(value))
+        except ValueError:
+            raise SystemExit(
+                f"--set: {name} must be {type(current).__name__}, not {value!r}"
+            ) from None
     return params
 
 

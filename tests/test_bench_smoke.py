@@ -16,7 +16,7 @@ import pytest
 from bench import report
 from bench.libraries import BY_KEY, LIBRARIES, PROJECT
 from bench.peers._kit import Params, percentile
-from bench.run import FIGURES, VENVS, medians
+from bench.run import FIGURES, VENVS, build_params, medians, parse_args, select
 
 ROOT = Path(__file__).resolve().parent.parent
 # A peer that installs and runs quickly; used only when its venv is already there (the
@@ -225,3 +225,15 @@ def test_profile_worker_shows_where_the_time_goes() -> None:
     frames = out.split("busy samples:", 1)[1].strip().splitlines()
     assert 1 <= len(frames) <= 8 and all(line.strip().split("%")[0] for line in frames)
     assert any("queue_core/" in line for line in frames), frames
+
+
+def test_bad_command_lines_are_refused_with_the_reason() -> None:
+    with pytest.raises(SystemExit, match=r"unknown libraries \['celeri'\]; known: queue_core"):
+        select("queue_core,celeri")
+    with pytest.raises(SystemExit, match="unknown parameter 'jobs'"):
+        build_params(parse_args(["--set", "jobs=5"]))
+    with pytest.raises(SystemExit, match="enqueue_jobs must be int, not 'many'"):
+        build_params(parse_args(["--set", "enqueue_jobs=many"]))
+    assert build_params(parse_args(["--quick", "--set", "enqueue_jobs=7"])).enqueue_jobs == 7
+    with pytest.raises(ValueError, match="unknown phases"):
+        Params.from_json('{"phases": ["enqueue", "warp"]}')
