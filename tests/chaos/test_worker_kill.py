@@ -53,11 +53,26 @@ def test_sigkill_mid_batch_loses_nothing_and_repeats_only_the_active_jobs(
             **TIMINGS,
         )
         worker_a.wait_ready()
+
+        def frozen_mid_job() -> bool:
+            """Freeze A (SIGSTOP) and keep it frozen if one of its active jobs is running
+            (its processor started, its settle not sent); else let it go on. A kill that
+            happens to land between a fetch and the processor's start proves less, and
+            under load that can be every moment the test looks."""
+            worker_a.signal(signal.SIGSTOP)
+            time.sleep(0.05)  # what A sent before it froze reaches Redis
+            active = {job.id for job in queue.get_jobs(JobState.ACTIVE)}
+            runs = count_by_job(client, chaos_queue, RUNS, "A")
+            if any(runs[job_id] == 1 for job_id in active):
+                return True
+            worker_a.signal(signal.SIGCONT)
+            return False
+
         wait_until(
-            lambda: queue.get_counts()["completed"] >= KILL_AFTER,
+            lambda: queue.get_counts()["completed"] >= KILL_AFTER and frozen_mid_job(),
             timeout=30,
             interval=0.005,
-            what=f"worker A to complete {KILL_AFTER} jobs",
+            what=f"worker A to complete {KILL_AFTER} jobs and be frozen in the middle of one",
             context=worker_a.describe,
         )
         worker_a.kill()
