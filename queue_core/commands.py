@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from queue_core.decoding import snapshot_to_job
 from queue_core.envelope import encode_envelope
 from queue_core.errors import InvalidOptionError, PayloadTooLargeError
 from queue_core.hooks import EnqueuedJob, EnqueueEvent
-from queue_core.job import Job, JobBackend, JobState, job_from_wire, ms_to_datetime
+from queue_core.job import Job, JobBackend, JobState, ms_to_datetime
 from queue_core.options import JobOptions, check_name, to_ms
 from queue_core.serializer import Serializer
 
@@ -29,7 +30,6 @@ __all__ = [
     "parse_fetch",
     "parse_settle",
     "parse_stats",
-    "snapshot_to_job",
     "state_names",
 ]
 
@@ -122,29 +122,6 @@ class AddPlan:
         return jobs
 
 
-def snapshot_to_job(
-    queue: str,
-    job_id: str,
-    snapshot: Sequence[Any],
-    serializer: Serializer,
-    backend: JobBackend | None,
-) -> Job:
-    envelope, record, state, score, result, error, progress = snapshot
-    return job_from_wire(
-        queue,
-        job_id,
-        envelope,
-        record,
-        serializer,
-        state=JobState(state.decode()),
-        score=score,
-        result=result,
-        error=error,
-        progress=progress,
-        backend=backend,
-    )
-
-
 _STATES = tuple(s.value for s in JobState if s is not JobState.UNKNOWN)
 
 
@@ -208,14 +185,22 @@ class Fetched:
     now_ms: int
     rate_limit_ms: int
     next_due_ms: int | None
+    refused: int  # waiting jobs of a newer format, left for newer workers
+    quarantined: list[tuple[str, str]]  # (id, reason) of corrupt jobs moved to failed
     jobs: list[tuple[str, bytes, bytes]]  # (id, envelope, record)
 
 
-def parse_fetch(reply: Sequence[Any], offset: int = 0) -> Fetched:
-    now, ttl, due = (int(x) for x in reply[offset : offset + 3])
-    rest = reply[offset + 3 :]
+def parse_quarantined(flat: Sequence[bytes]) -> list[tuple[str, str]]:
+    return [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
+
+
+def parse_fetch(reply: Sequence[Any]) -> Fetched:
+    """The reply of move_to_active: {now, ttl, next_due, refused, quarantined, jobs...}."""
+    now, ttl, due, refused = (int(x) for x in reply[:4])
+    quarantined = parse_quarantined(reply[4]) if reply[4] else []
+    rest = reply[5:]
     jobs = [(rest[i].decode(), rest[i + 1], rest[i + 2]) for i in range(0, len(rest), 3)]
-    return Fetched(now, ttl, None if due < 0 else due, jobs)
+    return Fetched(now, ttl, None if due < 0 else due, refused, quarantined, jobs)
 
 
 # Status codes of the settling scripts (see move_to_completed.lua).
@@ -223,6 +208,7 @@ SETTLED = 1
 LOCK_LOST = 0
 ALREADY_SETTLED = 2
 JOB_MISSING = -1
+QUARANTINED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +219,7 @@ class Settled:
 
 
 def parse_settle(reply: Sequence[Any]) -> Settled:
+    """{status, now, ttl, next_due, extra, refused, quarantined, jobs...}"""
     status = int(reply[0])
     extra = int(reply[4])
-    head = [reply[1], reply[2], reply[3]]
-    return Settled(status, extra, parse_fetch([*head, *reply[5:]]))
+    return Settled(status, extra, parse_fetch([reply[1], reply[2], reply[3], *reply[5:]]))

@@ -1,12 +1,19 @@
-"""Redis clients: creating them, checking the server, and naming connection faults."""
+"""Redis clients: creating them, checking the server, and naming Redis faults.
+
+A fault becomes one of queue_core's typed errors (``redis_errors``): a full Redis is not
+a down Redis, a call past its deadline is not a refused connection, and a Cluster node's
+redirect to a plain client names its fix.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import contextlib
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import redis
@@ -16,9 +23,11 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
     ConnectionError,
     MasterDownError,
+    MovedError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
@@ -26,7 +35,15 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from queue_core.errors import InvalidOptionError, QueueError, RedisUnavailableError
+from queue_core.errors import (
+    ClusterClientRequiredError,
+    InvalidOptionError,
+    QueueError,
+    RedisFullError,
+    RedisTimeoutError,
+    RedisUnavailableError,
+)
+from queue_core.options import to_seconds
 
 try:  # redis-py >= 7
     from redis.maint_notifications import MaintNotificationsConfig
@@ -34,14 +51,18 @@ except ImportError:  # pragma: no cover - older redis-py has no such setting
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
 __all__ = [
+    "DEFAULT_REDIS_TIMEOUT",
     "DEFAULT_REDIS_URL",
+    "REDIRECT_ERRORS",
     "TRANSIENT_ERRORS",
     "AsyncClient",
     "SyncClient",
     "check_server",
     "check_server_sync",
-    "redis_unavailable",
+    "deadline",
+    "redis_errors",
     "server_address",
+    "to_deadline",
 ]
 
 AsyncClient = redis.asyncio.Redis | AsyncRedisCluster
@@ -49,6 +70,10 @@ SyncClient = redis.Redis | RedisCluster
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 MIN_REDIS_VERSION: Final = (6, 2)
+# Every call a producer makes, and every bookkeeping call of a worker, must be answered
+# within this many seconds: a frozen server (SIGSTOP, a stuck proxy, a black-holed
+# network) would otherwise hang the caller forever, since clients have no socket timeout.
+DEFAULT_REDIS_TIMEOUT: Final = 5.0
 
 # Faults after which the same call may succeed later: the server restarted, is loading
 # its data, failed over, or briefly refused writes. Workers retry these with backoff.
@@ -62,6 +87,10 @@ TRANSIENT_ERRORS: Final = (
     OutOfMemoryError,
     OSError,
 )
+# A Cluster redirect that reached queue_core: with a plain client, a configuration error
+# (the queue lives on another node); a cluster client follows redirects by itself, and
+# one that escapes it mid-failover is transient.
+REDIRECT_ERRORS: Final = (MovedError, AskError)
 
 _log = structlog.get_logger("queue_core.connection")
 
@@ -106,11 +135,50 @@ def create_async_client(url: str | None) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(resolved, **_client_options(resolved))
 
 
-def create_sync_client(url: str | None) -> redis.Redis:
+def create_sync_client(url: str | None, timeout: float | None = None) -> redis.Redis:
     resolved = resolve_url(url)
     options = _client_options(resolved)
     options["retry"] = redis.retry.Retry(NoBackoff(), 0)
+    # A blocking socket's timeout costs nothing per read (the kernel keeps it), unlike
+    # the async client's: it is the sync producer's deadline.
+    options["socket_timeout"] = timeout
     return redis.Redis.from_url(resolved, **options)
+
+
+def to_deadline(value: object) -> float | None:
+    """Validate a ``redis_timeout`` option: seconds, a ``timedelta``, or None (no deadline)."""
+    if value is None:
+        return None
+    return to_seconds(value, "redis_timeout", allow_zero=False)
+
+
+@asynccontextmanager
+async def deadline(seconds: float | None) -> AsyncIterator[None]:
+    """Bound an async Redis call: past ``seconds`` it is cancelled (its connection is
+    dropped, not reused) and ``TimeoutError`` is raised. One timer per call, not per read."""
+    if seconds is None:
+        yield
+        return
+    async with asyncio.timeout(seconds):
+        yield
+
+
+def _as_typed_error(operation: str, exc: BaseException, timeout: float | None) -> QueueError:
+    if isinstance(exc, OutOfMemoryError):
+        return RedisFullError(f"{operation} failed, Redis is full (maxmemory reached): {exc}")
+    if isinstance(exc, MovedError | AskError):
+        return ClusterClientRequiredError(
+            f"{operation} failed: a Redis Cluster node answered {exc!r}, so this queue's "
+            "keys live on another node; pass a cluster client as redis= "
+            "(redis.asyncio.cluster.RedisCluster, or redis.cluster.RedisCluster for SyncQueue)"
+        )
+    if isinstance(exc, TimeoutError | builtins.TimeoutError):  # redis-py's, or a deadline
+        limit = f" within {timeout} s" if timeout is not None else ""
+        return RedisTimeoutError(
+            f"{operation}: Redis did not answer{limit}; the call may or may not have "
+            f"taken effect: {exc or type(exc).__name__}"
+        )
+    return RedisUnavailableError(f"{operation} failed, Redis is unavailable: {exc}")
 
 
 def check_decoding(client: Any) -> None:
@@ -199,9 +267,11 @@ def check_server_sync(client: SyncClient) -> None:
 
 
 @contextmanager
-def redis_unavailable(operation: str) -> Iterator[None]:
-    """Turn redis-py's connection faults into ``RedisUnavailableError``."""
+def redis_errors(operation: str, timeout: float | None = None) -> Iterator[None]:
+    """Turn redis-py's faults into queue_core's typed errors: ``RedisFullError``,
+    ``RedisTimeoutError``, ``ClusterClientRequiredError``, else ``RedisUnavailableError``.
+    ``timeout`` is the call's deadline, named in the timeout's message."""
     try:
         yield
-    except TRANSIENT_ERRORS as exc:
-        raise RedisUnavailableError(f"{operation} failed, Redis is unavailable: {exc}") from exc
+    except (*TRANSIENT_ERRORS, *REDIRECT_ERRORS) as exc:  # OSError covers asyncio's timeout
+        raise _as_typed_error(operation, exc, timeout) from exc

@@ -1,5 +1,19 @@
 """Typed errors.
 
+The tree::
+
+    QueueError                       raised to callers by queue_core
+    ├── InvalidOptionError           bad input; nothing was written
+    ├── SerializationError           a payload or result that cannot be encoded
+    ├── PayloadTooLargeError
+    ├── RedisUnavailableError        connection faults: refused, dropped, a failover
+    │   └── RedisTimeoutError        no reply within the call's deadline
+    ├── RedisFullError               Redis refused a write: maxmemory reached
+    ├── ClusterClientRequiredError   a Cluster node redirected a non-cluster client
+    ├── CorruptJobError              a stored job that cannot be read
+    ├── UnsupportedFormatError       a job written by a newer queue_core
+    ├── JobNotFoundError  LockLostError  JobTimeoutError  StalledJobError
+
 Two families live here. ``QueueError`` and its subclasses are raised *to* callers: bad
 input, an unreachable Redis, a missing job. The processor-facing exceptions
 (``UnrecoverableError``, ``DelayedError``, ``RateLimitError``) are raised *by* user code
@@ -11,6 +25,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 __all__ = [
+    "ClusterClientRequiredError",
+    "CorruptJobError",
     "DelayedError",
     "InvalidOptionError",
     "JobNotFoundError",
@@ -19,10 +35,13 @@ __all__ = [
     "PayloadTooLargeError",
     "QueueError",
     "RateLimitError",
+    "RedisFullError",
+    "RedisTimeoutError",
     "RedisUnavailableError",
     "SerializationError",
     "StalledJobError",
     "UnrecoverableError",
+    "UnsupportedFormatError",
 ]
 
 
@@ -54,6 +73,65 @@ class RedisUnavailableError(QueueError, ConnectionError):
     whole or not at all. A producer that sees it may retry; with a ``job_id`` the retry
     is idempotent.
     """
+
+
+class RedisTimeoutError(RedisUnavailableError, TimeoutError):
+    """Redis did not answer within the call's deadline (``redis_timeout``): the server is
+    frozen, overloaded or unreachable behind a stuck network.
+
+    Unlike a refused connection, the command may have reached Redis and may still run
+    once it answers again: an add that raised this may or may not have happened. Retry
+    it with the same ``job_id`` to make the retry safe.
+    """
+
+
+class RedisFullError(QueueError):
+    """Redis refused a write because it reached ``maxmemory`` (policy ``noeviction``).
+
+    Nothing was written. Back off and retry once memory is freed (workers finishing and
+    retention trimming free it), or raise ``maxmemory``.
+    """
+
+
+class ClusterClientRequiredError(QueueError):
+    """A Redis Cluster node answered MOVED or ASK: the queue lives on another node, and
+    the client is a plain one. Pass a ``redis.asyncio.cluster.RedisCluster`` (or
+    ``redis.cluster.RedisCluster`` to ``SyncQueue``) as ``redis=``."""
+
+
+class CorruptJobError(QueueError):
+    """A stored job cannot be read: its record or envelope is not what queue_core wrote
+    (invalid JSON, a wrong shape, missing fields, undecodable data).
+
+    A worker that meets such a job quarantines it: the job goes to the failed set with
+    this error as its reason, and its unreadable record is kept for inspection. Readers
+    (``get_job``) raise it with ``job_id``, ``reasons`` and the ``raw`` stored values.
+    """
+
+    def __init__(
+        self, job_id: str, reasons: list[str], raw: dict[str, bytes | None] | None = None
+    ) -> None:
+        super().__init__(f"job {job_id!r} is corrupt: {'; '.join(reasons)}")
+        self.job_id = job_id
+        self.reasons = reasons
+        self.raw = raw or {}
+
+
+class UnsupportedFormatError(QueueError):
+    """A job was stored by a newer queue_core whose format this version does not read.
+
+    Workers leave such jobs for workers of the newer version (see "Rolling upgrades" in
+    the README); readers raise this instead of guessing.
+    """
+
+    def __init__(self, job_id: str, version: object, supported: int) -> None:
+        super().__init__(
+            f"job {job_id!r} has format version {version!r}; this queue_core reads up to "
+            f"{supported}: upgrade it"
+        )
+        self.job_id = job_id
+        self.version = version
+        self.supported = supported
 
 
 class JobNotFoundError(QueueError, LookupError):

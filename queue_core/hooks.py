@@ -45,8 +45,10 @@ __all__ = [
     "JobEvent",
     "Outcome",
     "ProcessEvent",
+    "QuarantineEvent",
     "RateLimitEvent",
     "StalledEvent",
+    "WorkerErrorEvent",
     "WorkerEvent",
     "register_hook",
     "unregister_hook",
@@ -152,6 +154,33 @@ class WorkerEvent:
     concurrency: int
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerErrorEvent:
+    """An unexpected error in one of a worker's own loops, which goes on after a backoff.
+
+    ``loop`` names it: ``fetch``, ``renew_locks``, ``recover_stalled``, ``settle`` (a job's
+    outcome could not be recorded; the job is left to stalled recovery) or ``background``.
+    ``failures`` counts the loop's consecutive failures; from three on, the worker reports
+    itself unhealthy (``worker.healthy()``) until a round succeeds.
+    """
+
+    queue: str
+    worker_id: str
+    loop: str
+    error: BaseException
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEvent:
+    """A worker met jobs whose stored data cannot be read and moved them to the failed
+    set with a ``CorruptJobError`` (their raw record is kept): ``(job id, reason)`` pairs."""
+
+    queue: str
+    worker_id: str
+    jobs: tuple[tuple[str, str], ...]
+
+
 AroundHook = Callable[[Any], AbstractContextManager[object] | None]
 Notification = Callable[[Any], Awaitable[None] | None]
 
@@ -160,39 +189,59 @@ class Hook:
     """Base class of hooks. Every method is optional; the defaults do nothing."""
 
     def around_enqueue(self, event: EnqueueEvent) -> AbstractContextManager[object] | None:
+        """Wraps an add or bulk add, before the jobs are encoded: write ``headers`` here."""
         return None
 
     def around_process(self, event: ProcessEvent) -> AbstractContextManager[object] | None:
+        """Wraps one attempt, from the processor call to the settle in Redis."""
         return None
 
     def around_internal(self, event: InternalEvent) -> AbstractContextManager[object] | None:
+        """Wraps a worker's bookkeeping call to Redis, and a queue's first connection."""
         return None
 
     def on_completed(self, event: JobEvent) -> Awaitable[None] | None:
+        """A job succeeded; ``event.job.return_value`` holds its result."""
         return None
 
     def on_failed(self, event: JobEvent) -> Awaitable[None] | None:
+        """A job failed for good (no attempt left, or unrecoverable); ``event.error``."""
         return None
 
     def on_retry_scheduled(self, event: JobEvent) -> Awaitable[None] | None:
+        """An attempt failed and a retry runs in ``event.delay`` seconds."""
         return None
 
     def on_delayed(self, event: JobEvent) -> Awaitable[None] | None:
+        """The processor re-scheduled its job, or hit a rate limit; ready ``event.until``."""
         return None
 
     def on_progress(self, event: JobEvent) -> Awaitable[None] | None:
+        """A job stored progress (``event.job.progress``)."""
         return None
 
     def on_stalled(self, event: StalledEvent) -> Awaitable[None] | None:
+        """Stalled recovery put jobs of dead workers back, or failed them."""
         return None
 
     def on_rate_limited(self, event: RateLimitEvent) -> Awaitable[None] | None:
+        """The worker holds back fetching for ``event.delay`` seconds."""
         return None
 
     def on_worker_started(self, event: WorkerEvent) -> Awaitable[None] | None:
+        """A worker connected and starts fetching."""
         return None
 
     def on_worker_stopped(self, event: WorkerEvent) -> Awaitable[None] | None:
+        """A worker stopped (its running jobs finished or were left to stalled recovery)."""
+        return None
+
+    def on_worker_error(self, event: WorkerErrorEvent) -> Awaitable[None] | None:
+        """One of the worker's loops met an unexpected error; it goes on after a backoff."""
+        return None
+
+    def on_quarantined(self, event: QuarantineEvent) -> Awaitable[None] | None:
+        """Corrupt jobs were moved to the failed set with ``CorruptJobError``."""
         return None
 
 
@@ -207,6 +256,8 @@ _NOTIFY = (
     "on_rate_limited",
     "on_worker_started",
     "on_worker_stopped",
+    "on_worker_error",
+    "on_quarantined",
 )
 
 
@@ -227,6 +278,8 @@ class HookSet:
     on_rate_limited: tuple[Notification, ...]
     on_worker_started: tuple[Notification, ...]
     on_worker_stopped: tuple[Notification, ...]
+    on_worker_error: tuple[Notification, ...]
+    on_quarantined: tuple[Notification, ...]
 
     def __init__(self, hooks: list[Hook]) -> None:
         for name in _AROUND + _NOTIFY:

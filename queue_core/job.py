@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from queue_core.envelope import decode_envelope, decode_record
 from queue_core.errors import QueueError
 from queue_core.options import JobOptions
 
 if TYPE_CHECKING:
-    from queue_core.serializer import Serializer
+    from queue_core.errors import CorruptJobError, UnsupportedFormatError
 
 __all__ = ["Job", "JobState"]
 
@@ -54,6 +52,11 @@ class Job:
     included); ``attempts_made`` grows each time an attempt finishes (completed, failed or
     retried). ``headers`` holds metadata written by enqueue hooks, such as trace context;
     it is never part of ``data``.
+
+    ``read_error`` is set only on jobs of a listing (``get_jobs``) whose stored data could
+    not be read (``CorruptJobError``, ``UnsupportedFormatError``): the fields that could
+    not be decoded keep their defaults. ``corrupt_record`` is the unreadable record of a
+    job that a worker quarantined.
     """
 
     id: str
@@ -75,6 +78,8 @@ class Job:
     failed_reason: str | None = None
     error_type: str | None = None
     stacktrace: str | None = None
+    read_error: CorruptJobError | UnsupportedFormatError | None = None
+    corrupt_record: bytes | None = None
     _token: str | None = field(default=None, repr=False)
     _backend: JobBackend | None = field(default=None, repr=False)
     _moved: bool = field(default=False, repr=False)
@@ -122,48 +127,3 @@ class Job:
     async def refresh(self) -> Job:
         """A fresh snapshot of this job from Redis."""
         return await self._require_backend().refresh(self)
-
-
-def job_from_wire(
-    queue_name: str,
-    job_id: str,
-    envelope: bytes,
-    record: bytes | dict[str, Any],
-    serializer: Serializer,
-    *,
-    state: JobState,
-    score: bytes | None = None,
-    result: bytes | None = None,
-    error: bytes | None = None,
-    progress: bytes | None = None,
-    backend: JobBackend | None = None,
-) -> Job:
-    """Build a ``Job`` from what the scripts return. Raises ``SerializationError``."""
-    env = decode_envelope(envelope)
-    rec = record if isinstance(record, dict) else decode_record(record)
-    failure = json.loads(error) if error else {}
-    enqueued_at = ms_to_datetime(rec["ts"])
-    assert enqueued_at is not None
-    return Job(
-        id=job_id,
-        name=env.name,
-        data=serializer.loads(env.payload),
-        queue_name=queue_name,
-        options=JobOptions.from_wire(env.options),
-        headers=env.headers,
-        state=state,
-        enqueued_at=enqueued_at,
-        attempts_started=rec.get("ats", 0),
-        attempts_made=rec.get("atm", 0),
-        stalled_count=rec.get("stc", 0),
-        started_at=ms_to_datetime(rec.get("pon")),
-        finished_at=ms_to_datetime(rec.get("fon")),
-        delayed_until=ms_to_datetime(float(score)) if state is JobState.DELAYED and score else None,
-        progress=json.loads(progress) if progress else None,
-        return_value=serializer.loads(result) if result is not None else None,
-        failed_reason=failure.get("message"),
-        error_type=failure.get("type"),
-        stacktrace=failure.get("stack") or None,
-        _token=rec.get("tok"),
-        _backend=backend,
-    )

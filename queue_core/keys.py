@@ -30,6 +30,7 @@ KEY_NAMES: Final = (
     "failed",  # ZSET   score = finish time (ms); the dead-letter set
     "marker",  # ZSET   wake-up signal that idle workers block on with BZPOPMIN
     "limiter",  # STRING rate-limit counter with the window as its TTL
+    "corrupt",  # HASH  id -> the unreadable record of a quarantined job, kept as it was
 )
 
 

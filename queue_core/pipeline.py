@@ -10,6 +10,11 @@ reader reads replies in order while later batches are on the wire, and hands the
 two halves so that Redis and the worker work at the same time (see ``_read_loop``).
 Nothing waits on purpose: a lone call goes out at once. Each script stays its own atomic
 call; only the transport is shared.
+
+Deadline: a call with no reply ``timeout`` seconds after it was written (a frozen or
+black-holed server) fails with ``redis.exceptions.TimeoutError``, with every other call on
+the connection, and the connection is dropped. One timer per pipeline watches the oldest
+call in flight, so the deadline costs the hot path no timer per call.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["CommandPipeline"]
 
@@ -33,10 +39,13 @@ IDLE_RELEASE_S = 2.0
 
 
 class CommandPipeline:
-    def __init__(self, client: AsyncRedis) -> None:
+    def __init__(self, client: AsyncRedis, timeout: float | None = None) -> None:
         self._pool = client.connection_pool
+        self._timeout = timeout
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
-        self._in_flight: deque[asyncio.Future[Any]] = deque()  # written, reply not read yet
+        # Written, reply not read yet: (the caller's future, when it was written).
+        self._in_flight: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -62,6 +71,8 @@ class CommandPipeline:
         self._closed = True
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._releasing is not None:
             await asyncio.gather(self._releasing, return_exceptions=True)
         for task in (self._writer, self._reader):
@@ -86,15 +97,25 @@ class CommandPipeline:
 
     async def _write(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
         try:
-            connection = await self._ensure_connection()
+            # A frozen server accepts the TCP connection and never answers its handshake.
+            async with asyncio.timeout(self._timeout):
+                connection = await self._ensure_connection()
         except BaseException as error:  # Redis unreachable: every caller hears of it
+            if isinstance(error, TimeoutError):
+                self._connection = None
+                error = RedisTimeoutError(f"no connection to Redis within {self._timeout} s")
             _fail((future for _, future in batch), _as_exception(error))
             if not isinstance(error, Exception):
                 raise
             return
         # Registered before the write, so that the reader never sees an unclaimed reply.
-        self._in_flight.extend(future for _, future in batch)
-        self._last_write = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        self._in_flight.extend((future, now) for _, future in batch)
+        self._last_write = now
+        if self._timeout is not None and self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_at(
+                now + self._timeout, self._check_deadline
+            )
         try:
             await connection.send_packed_command(
                 [command for command, _ in batch], check_health=False
@@ -124,7 +145,7 @@ class CommandPipeline:
                     reply: Any = await connection.read_response()
                 except ResponseError as error:  # a reply: the connection is still in step
                     reply = error
-                future = self._in_flight.popleft()
+                future, _ = self._in_flight.popleft()
                 if future.done():  # its caller was cancelled meanwhile
                     continue
                 if isinstance(reply, ResponseError):
@@ -143,6 +164,31 @@ class CommandPipeline:
             await self._drop_connection(_as_exception(error), connection)
             if not isinstance(error, Exception):
                 raise
+
+    def _check_deadline(self) -> None:
+        """The watchdog: fail everything in flight once the oldest call is overdue."""
+        self._watchdog = None
+        if not self._in_flight or self._timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        overdue_at = self._in_flight[0][1] + self._timeout
+        if loop.time() < overdue_at:
+            self._watchdog = loop.call_at(overdue_at, self._check_deadline)
+            return
+        connection, self._connection = self._connection, None
+        _fail(
+            (future for future, _ in self._in_flight),
+            RedisTimeoutError(f"Redis did not answer within {self._timeout} s"),
+        )
+        self._in_flight.clear()
+        if self._reader is not None and self._read_from is connection:
+            self._reader.cancel()  # it waits on the connection being dropped
+        if connection is not None:
+            self._releasing = asyncio.ensure_future(self._discard(connection))
+
+    async def _discard(self, connection: AbstractConnection) -> None:
+        await connection.disconnect(nowait=True)
+        await self._pool.release(connection)
 
     def _release_if_idle(self) -> None:
         self._idle_timer = None
@@ -172,7 +218,7 @@ class CommandPipeline:
             return  # already dropped by the other task
         self._connection = None
         broken = bool(self._in_flight) or connection is not None
-        _fail(self._in_flight, error)
+        _fail((future for future, _ in self._in_flight), error)
         self._in_flight.clear()
         if broken:
             await current.disconnect(nowait=True)

@@ -14,17 +14,20 @@ from queue_core.commands import (
     QueueStats,
     parse_counts,
     parse_stats,
-    snapshot_to_job,
     state_names,
 )
 from queue_core.connection import (
+    DEFAULT_REDIS_TIMEOUT,
     AsyncClient,
     check_decoding,
     check_server,
     create_async_client,
-    redis_unavailable,
+    deadline,
+    redis_errors,
     server_address,
+    to_deadline,
 )
+from queue_core.decoding import snapshot_to_job
 from queue_core.errors import InvalidOptionError, JobNotFoundError, QueueError
 from queue_core.hooks import (
     GLOBAL_HOOKS,
@@ -68,8 +71,10 @@ class QueueSettings:
         max_payload_bytes: int,
         max_log_lines: int,
         hooks: Iterable[Hook],
+        redis_timeout: float | timedelta | None,
     ) -> None:
         self.keys = QueueKeys(name, prefix)
+        self.redis_timeout = to_deadline(redis_timeout)
         self.name = name
         if default_job_options is not None and not isinstance(default_job_options, JobOptions):
             raise InvalidOptionError("default_job_options must be a JobOptions")
@@ -101,6 +106,10 @@ class Queue(QueueSettings):
     ``redis`` is a URL (default: ``$REDIS_URL``, else ``redis://127.0.0.1:6379/0``) or a
     ``redis.asyncio.Redis`` / ``RedisCluster`` client created with
     ``decode_responses=False``. A client passed in is not closed by ``close()``.
+
+    ``redis_timeout`` (seconds, default 5) is the deadline of each call: past it the call
+    raises ``RedisTimeoutError``, and an add may or may not have happened (retry it with
+    the same ``job_id``). ``None`` waits forever.
     """
 
     def __init__(
@@ -114,6 +123,7 @@ class Queue(QueueSettings):
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_log_lines: int = DEFAULT_MAX_LOG_LINES,
         hooks: Iterable[Hook] = (),
+        redis_timeout: float | timedelta | None = DEFAULT_REDIS_TIMEOUT,
     ) -> None:
         super().__init__(
             name,
@@ -123,6 +133,7 @@ class Queue(QueueSettings):
             max_payload_bytes=max_payload_bytes,
             max_log_lines=max_log_lines,
             hooks=hooks,
+            redis_timeout=redis_timeout,
         )
         self._owns_client = redis is None or isinstance(redis, str)
         self.client: AsyncClient = (
@@ -148,10 +159,11 @@ class Queue(QueueSettings):
             await self.client.aclose()
 
     async def _call(self, operation: str, script: Any, args: list[Any]) -> Any:
-        with redis_unavailable(operation):
-            if not self._checked:
-                await self._connect()
-            return await run_script(self.client, script, self.keys, args)
+        with redis_errors(operation, self.redis_timeout):
+            async with deadline(self.redis_timeout):
+                if not self._checked:
+                    await self._connect()
+                return await run_script(self.client, script, self.keys, args)
 
     async def _connect(self) -> None:
         hooks = self.hooks.snapshot().around_internal
@@ -184,6 +196,8 @@ class Queue(QueueSettings):
         return plan.result(reply, self.serializer, self)
 
     async def get_job(self, job_id: str) -> Job | None:
+        """The job, or None. Raises ``CorruptJobError`` (or ``UnsupportedFormatError``) for
+        a job whose stored data cannot be read."""
         snapshot = await self._call("get_job", _GET_JOB, [job_id])
         if snapshot is None:
             return None
@@ -205,12 +219,16 @@ class Queue(QueueSettings):
     ) -> list[Job]:
         """Jobs in ``states`` (all by default), ``start`` to ``end`` inclusive within each.
 
-        Waiting jobs come in run order, completed and failed ones newest first.
+        Waiting jobs come in run order, completed and failed ones newest first. A job
+        whose stored data cannot be read is listed with ``read_error`` set; ``get_job``
+        raises that error instead.
         """
         names = state_names(states)
         reply = await self._call("get_jobs", _GET_JOBS, [start, end, *names])
         return [
-            snapshot_to_job(self.name, item[0].decode(), item[1], self.serializer, self)
+            snapshot_to_job(
+                self.name, item[0].decode(), item[1], self.serializer, self, lenient=True
+            )
             for item in reply
         ]
 
@@ -237,8 +255,9 @@ class Queue(QueueSettings):
         return kept
 
     async def get_logs(self, job: Job) -> list[str]:
-        with redis_unavailable("get_logs"):
-            raw = await self.client.hget(self.keys["logs"], job.id)
+        with redis_errors("get_logs", self.redis_timeout):
+            async with deadline(self.redis_timeout):
+                raw = await self.client.hget(self.keys["logs"], job.id)
         return [] if raw is None else list(json.loads(raw))
 
     async def move_to_delayed(self, job: Job, when: float | timedelta | datetime) -> None:

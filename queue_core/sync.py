@@ -8,6 +8,7 @@ returns are detached snapshots: read their fields, or use an async ``Queue`` to 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, Unpack
 
@@ -17,17 +18,18 @@ from queue_core.commands import (
     QueueStats,
     parse_counts,
     parse_stats,
-    snapshot_to_job,
     state_names,
 )
 from queue_core.connection import (
+    DEFAULT_REDIS_TIMEOUT,
     SyncClient,
     check_decoding,
     check_server_sync,
     create_sync_client,
-    redis_unavailable,
+    redis_errors,
     server_address,
 )
+from queue_core.decoding import snapshot_to_job
 from queue_core.hooks import Around, Hook, InternalEvent
 from queue_core.job import Job, JobState
 from queue_core.options import JobOptions, JobOptionsKwargs
@@ -50,7 +52,12 @@ __all__ = ["SyncQueue"]
 class SyncQueue(QueueSettings):
     """The blocking twin of ``Queue``: ``add``, ``add_bulk``, ``get_job``, ``get_counts``,
     ``get_stats``, ``get_jobs``. ``redis`` is a URL or a ``redis.Redis`` /
-    ``redis.cluster.RedisCluster``."""
+    ``redis.cluster.RedisCluster``.
+
+    ``redis_timeout`` (seconds, default 5) is the socket timeout of the client it creates
+    from a URL: a call that gets no reply within it raises ``RedisTimeoutError`` (an add
+    may or may not have happened). A client passed in keeps its own ``socket_timeout``.
+    """
 
     def __init__(
         self,
@@ -63,6 +70,7 @@ class SyncQueue(QueueSettings):
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_log_lines: int = DEFAULT_MAX_LOG_LINES,
         hooks: Iterable[Hook] = (),
+        redis_timeout: float | timedelta | None = DEFAULT_REDIS_TIMEOUT,
     ) -> None:
         super().__init__(
             name,
@@ -72,10 +80,13 @@ class SyncQueue(QueueSettings):
             max_payload_bytes=max_payload_bytes,
             max_log_lines=max_log_lines,
             hooks=hooks,
+            redis_timeout=redis_timeout,
         )
         self._owns_client = redis is None or isinstance(redis, str)
         self.client: SyncClient = (
-            create_sync_client(redis) if redis is None or isinstance(redis, str) else redis
+            create_sync_client(redis, self.redis_timeout)
+            if redis is None or isinstance(redis, str)
+            else redis
         )
         check_decoding(self.client)
         self.server_address, self.server_port = server_address(self.client)
@@ -97,7 +108,7 @@ class SyncQueue(QueueSettings):
             self.client.close()
 
     def _call(self, operation: str, script: LuaScript, args: list[Any]) -> Any:
-        with redis_unavailable(operation):
+        with redis_errors(operation, self.redis_timeout):
             if not self._checked:
                 hooks = self.hooks.snapshot().around_internal
                 with Around(hooks, InternalEvent(self.name, None, "connect")):
@@ -151,6 +162,8 @@ class SyncQueue(QueueSettings):
     ) -> list[Job]:
         reply = self._call("get_jobs", _GET_JOBS, [start, end, *state_names(states)])
         return [
-            snapshot_to_job(self.name, item[0].decode(), item[1], self.serializer, None)
+            snapshot_to_job(
+                self.name, item[0].decode(), item[1], self.serializer, None, lenient=True
+            )
             for item in reply
         ]

@@ -233,7 +233,8 @@ class QueueMachine(RuleBasedStateMachine):
         if job is None:
             return
         self.client.zadd(self.keys["active"], {job.id: 0})  # as if its deadline passed
-        requeued, failed = self.call("recover_stalled", [MAX_STALLED, 1000])
+        requeued, failed, quarantined = self.call("recover_stalled", [MAX_STALLED, 1000])
+        assert quarantined == []
         assert [i.decode() for i in requeued + failed] == [job.id]
         if job.token is not None:
             self.stale_tokens.append((job.id, job.token))

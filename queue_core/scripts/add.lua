@@ -2,7 +2,7 @@
 add: enqueue one or more jobs, atomically. A job whose id already exists is left as it
 is and reported as a duplicate; nothing is written for it.
 
-KEYS: meta jobs state results errors progress wait active delayed completed failed marker
+KEYS: meta jobs state results errors progress wait active delayed completed failed marker corrupt
 
 ARGV:
   1      n, the number of jobs
@@ -17,12 +17,14 @@ ARGV:
 
 Returns: {now, job_1, ..., job_n} where job_i is {id, 1, state} for a new job (state is
 "waiting" or "delayed") or {id, 0, snapshot} for a duplicate, snapshot being
-{envelope, record, state, score, result, error, progress}.
+{envelope, record, state, score, result, error, progress, corrupt}. The queue's `meta`
+field `fmt` keeps the newest job format version written to it.
 ]]
 --@include now_ms
 --@include wait_score
 --@include schedule_delayed
 --@include read_job
+--@include record
 
 local now = now_ms()
 local n = tonumber(ARGV[1])
@@ -45,7 +47,7 @@ for i = 1, n do
     local priority = tonumber(ARGV[base + 2])
     local lifo = ARGV[base + 3] == '1'
     local delay = tonumber(ARGV[base + 4])
-    local rec = {ts = now}
+    local rec = {v = RECORD_VERSION, ts = now}
     if priority ~= 0 then rec.p = priority end
     if lifo then rec.lifo = 1 end
     local retention = {'rcn', 'rca', 'rfn', 'rfa'}
@@ -68,5 +70,8 @@ end
 
 if ready then
   wake_worker(K)
+end
+if tonumber(redis.call('HGET', K.meta, 'fmt') or '0') < RECORD_VERSION then
+  redis.call('HSET', K.meta, 'fmt', RECORD_VERSION)
 end
 return reply

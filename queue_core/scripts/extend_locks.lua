@@ -3,29 +3,38 @@ extend_locks: renew the locks of the jobs a worker is running, in one call. A lo
 renewed only while its token still matches and the job is still active. A job whose token
 still matches but that left active was just settled by this very attempt (the settle and
 the renewal crossed); a job that no longer exists was removed. Neither is reported: the
-attempt's own settle call tells the worker what happened.
+attempt's own settle call tells the worker what happened. A job whose record is corrupt
+is quarantined (moved to failed with a CorruptJobError) and reported as lost.
 
-KEYS: state active
+KEYS: jobs state errors wait active delayed failed corrupt
 
 ARGV:
   1  lock duration in ms (the new deadline is now + this)
   then pairs: job id, lock token
 
-Returns: the ids whose lock another owner holds now (recovered as stalled, maybe refetched).
+Returns: {lost ids, quarantined}: the ids whose lock another owner holds now (recovered
+as stalled, maybe refetched, or quarantined), and {id, reason, ...} of quarantined jobs.
 ]]
 --@include now_ms
+--@include quarantine
 
-local deadline = now_ms() + tonumber(ARGV[1])
+local now = now_ms()
+local deadline = now + tonumber(ARGV[1])
 local lost = {}
 for i = 2, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local raw = redis.call('HGET', K.state, id)
-  if raw then
-    if cjson.decode(raw).tok ~= token then
+  local rec, reason, version = read_record(K, id)
+  if rec then
+    if rec.tok ~= token then
       lost[#lost + 1] = id
     elseif redis.call('ZSCORE', K.active, id) then
       redis.call('ZADD', K.active, 'XX', deadline, id)
     end
+  elseif version then
+    lost[#lost + 1] = id
+  elseif redis.call('ZSCORE', K.active, id) or redis.call('HEXISTS', K.jobs, id) == 1 then
+    quarantine(K, id, reason, now)
+    lost[#lost + 1] = id
   end
 end
-return lost
+return {lost, QUARANTINED}

@@ -3,7 +3,7 @@ get_jobs: snapshots of the jobs in some states, a range of each (read only). Wai
 come in the order they will run, active and delayed ones by deadline and due time, and
 completed and failed ones newest first.
 
-KEYS: jobs state results errors progress wait active delayed completed failed
+KEYS: jobs state results errors progress wait active delayed completed failed corrupt
 
 ARGV:
   1  start index (0-based) within each state

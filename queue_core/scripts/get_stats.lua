@@ -15,6 +15,7 @@ ARGV: none
 Returns: {waiting, active, delayed, completed, failed, now_ms, oldest_ready_ms or -1}
 ]]
 --@include now_ms
+--@include record
 
 local BAND = 4294967296
 local HALF = 2147483648
@@ -23,8 +24,8 @@ local oldest = -1
 
 local function consider(id)
   local raw = redis.call('HGET', K.state, id)
-  if raw then
-    local rec = cjson.decode(raw)
+  local rec = raw and decode_record(raw)
+  if rec then -- a corrupt record is skipped here; the worker that meets it quarantines it
     local ready = rec.rdy or rec.ts
     if oldest < 0 or ready < oldest then
       oldest = ready

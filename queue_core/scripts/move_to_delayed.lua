@@ -4,7 +4,7 @@ move_to_delayed: an attempt ends and the job runs again later: a retry after a f
 RateLimitError (does not; the job goes first when it is due, and a manual rate limit holds
 every worker of the queue). A due time in the past makes the job ready at once.
 
-KEYS: meta jobs state errors wait active delayed marker limiter
+KEYS: meta jobs state errors wait active delayed failed marker limiter corrupt
 
 ARGV:
   1      job id
@@ -17,7 +17,8 @@ ARGV:
   8      manual rate limit in ms for the whole queue, or 0
   9..13  fetch: N, token prefix, lock ms, rate-limit max, rate-limit window ms
 
-Returns: {status, now, rate_limit_ttl_ms, next_due_ms, due_ms, id, envelope, record, ...}
+Returns: {status, now, rate_limit_ttl_ms, next_due_ms, due_ms, refused, quarantined, id,
+  envelope, record, ...}
   status as in move_to_completed; due_ms is when the job becomes ready.
 ]]
 --@include lock
@@ -34,7 +35,7 @@ if tonumber(ARGV[8]) > 0 then
   set_manual_limit(K, tonumber(ARGV[8]))
 end
 
-local rec, status = check_lock(K, id, ARGV[2])
+local rec, status = check_lock(K, id, ARGV[2], now)
 if rec then
   redis.call('ZREM', K.active, id)
   if ARGV[5] == '1' then

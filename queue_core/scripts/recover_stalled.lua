@@ -2,18 +2,21 @@
 recover_stalled: find active jobs whose lock deadline has passed (their worker died, hung
 or lost its network) and put them back in wait; a job that stalled more than the allowed
 number of times goes to failed instead, with a StalledJobError. The old lock token is
-cleared, so the worker that lost the job can no longer settle it.
+cleared, so the worker that lost the job can no longer settle it. A job whose record is
+corrupt is quarantined (failed, CorruptJobError); one of a newer format is left to the
+newer workers.
 
-KEYS: meta jobs state results errors progress logs wait active failed marker
+KEYS: meta jobs state results errors progress logs wait active delayed failed marker corrupt
 
 ARGV:
   1  max stalled count: a job may stall this many times and still be retried
   2  the most jobs to recover in this call
 
-Returns: {{requeued ids}, {failed ids}}
+Returns: {{requeued ids}, {failed ids}, quarantined}, quarantined being {id, reason, ...}
 ]]
 --@include now_ms
 --@include wait_score
+--@include quarantine
 --@include finish
 
 local now = now_ms()
@@ -21,11 +24,15 @@ local max_stalled = tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local requeued, failed = {}, {}
 for _, id in ipairs(expired) do
-  local raw = redis.call('HGET', K.state, id)
-  if not raw then
-    redis.call('ZREM', K.active, id)
+  local rec, reason, version = read_record(K, id)
+  if version then
+    -- A newer queue_core's job: its workers recover it.
+  elseif not rec and redis.call('HEXISTS', K.jobs, id) == 0
+      and redis.call('HEXISTS', K.state, id) == 0 then
+    redis.call('ZREM', K.active, id) -- nothing left of it but its id
+  elseif not rec then
+    quarantine(K, id, reason, now)
   else
-    local rec = cjson.decode(raw)
     rec.stc = (rec.stc or 0) + 1
     rec.tok = nil
     if rec.stc > max_stalled then
@@ -49,4 +56,4 @@ end
 if #requeued > 0 then
   wake_worker(K)
 end
-return {requeued, failed}
+return {requeued, failed, QUARANTINED}

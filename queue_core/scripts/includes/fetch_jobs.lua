@@ -1,14 +1,19 @@
 --@include now_ms
 --@include wait_score
+--@include quarantine
 --@include promote_delayed
 --@include limits
 -- Move up to `max_jobs` ready jobs from `wait` to `active` under a lock token each.
--- Returns a table {now, rate_limit_ttl_ms, next_due_ms_or_-1, id, envelope, record, ...}.
+-- Returns a table {now, rate_limit_ttl_ms, next_due_ms_or_-1, refused, quarantined,
+-- id, envelope, record, ...}: `refused` counts the jobs of a newer format left in wait
+-- for newer workers, `quarantined` lists {id, reason, ...} of corrupt jobs moved to failed.
 -- The lock is the job's score in `active` (its deadline) plus `tok` in its record;
 -- `tok` is `<token_prefix>:<attempts_started>`, unique to this worker and attempt.
+local MAX_REFUSED_SCAN = 64 -- newer-format jobs looked past per call
+
 local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, limit_ms)
   promote_delayed(K, now)
-  local out = {now, 0, -1}
+  local out = {now, 0, -1, 0, QUARANTINED}
   local allowed = max_jobs
   if allowed > 0 then
     local used = tonumber(redis.call('GET', K.limiter) or '0')
@@ -29,37 +34,51 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
     end
   end
 
-  local fetched = 0
-  if allowed > 0 then
-    local popped = redis.call('ZPOPMIN', K.wait, allowed)
-    for i = 1, #popped, 2 do
-      local id = popped[i]
-      local raw = redis.call('HGET', K.state, id)
-      local envelope = redis.call('HGET', K.jobs, id)
-      if raw and envelope then
-        local rec = cjson.decode(raw)
-        local attempt = (rec.ats or 0) + 1
-        rec.ats = attempt
-        rec.pon = now
-        rec.tok = token_prefix .. ':' .. attempt
-        local encoded = cjson.encode(rec)
-        redis.call('HSET', K.state, id, encoded)
-        redis.call('ZADD', K.active, now + lock_ms, id)
-        out[#out + 1] = id
-        out[#out + 1] = envelope
-        out[#out + 1] = encoded
-        fetched = fetched + 1
+  local fetched, refused = 0, 0
+  while fetched < allowed and refused < MAX_REFUSED_SCAN do
+    -- The first `refused` members are newer-format jobs left in place: look past them.
+    local ids = redis.call('ZRANGE', K.wait, refused, refused + allowed - fetched - 1)
+    if #ids == 0 then
+      break
+    end
+    for _, id in ipairs(ids) do
+      local rec, reason, version = read_record(K, id)
+      if version then
+        refused = refused + 1
+      else
+        redis.call('ZREM', K.wait, id)
+        local envelope = redis.call('HGET', K.jobs, id)
+        if rec and not envelope then
+          rec, reason = nil, 'its envelope is missing'
+        end
+        if rec then
+          local attempt = (rec.ats or 0) + 1
+          rec.ats = attempt
+          rec.pon = now
+          rec.tok = token_prefix .. ':' .. attempt
+          local encoded = cjson.encode(rec)
+          redis.call('HSET', K.state, id, encoded)
+          redis.call('ZADD', K.active, now + lock_ms, id)
+          out[#out + 1] = id
+          out[#out + 1] = envelope
+          out[#out + 1] = encoded
+          fetched = fetched + 1
+        else
+          quarantine(K, id, reason, now)
+        end
       end
     end
-    if fetched > 0 and limit_max > 0 then
-      if redis.call('INCRBY', K.limiter, fetched) == fetched then
-        redis.call('PEXPIRE', K.limiter, limit_ms)
-      end
+  end
+  out[4] = refused
+  if fetched > 0 and limit_max > 0 then
+    if redis.call('INCRBY', K.limiter, fetched) == fetched then
+      redis.call('PEXPIRE', K.limiter, limit_ms)
     end
-    if fetched > 0 and redis.call('ZCARD', K.wait) > 0 then
-      -- More work is ready: pass the baton to another idle worker.
-      wake_worker(K)
-    end
+  end
+  if refused > 0 or (fetched > 0 and redis.call('ZCARD', K.wait) > 0) then
+    -- More work is ready, or work this worker cannot run: pass the baton to another
+    -- idle worker.
+    wake_worker(K)
   end
 
   local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
@@ -69,7 +88,8 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
   return out
 end
 
--- The reply of every settling script: {status, now, ttl, next_due, extra, jobs...}.
+-- The reply of every settling script:
+-- {status, now, ttl, next_due, extra, refused, quarantined, jobs...}.
 local function settle_reply(K, status, extra, now, argv, first)
   local fetch_max = tonumber(argv[first])
   local reply = fetch_jobs(K, now, fetch_max, argv[first + 1], tonumber(argv[first + 2]),

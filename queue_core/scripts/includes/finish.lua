@@ -7,6 +7,7 @@ local function remove_job(K, id, set_key)
   redis.call('HDEL', K.errors, id)
   redis.call('HDEL', K.progress, id)
   redis.call('HDEL', K.logs, id)
+  redis.call('HDEL', K.corrupt, id)
 end
 
 -- Apply a retention policy to a finished set: drop jobs older than `age_ms`, then keep

@@ -1,13 +1,21 @@
+--@include quarantine
 -- Check that `token` still holds the job's lock.
 -- Returns the decoded record and 1 when it does; nil and 0 when another worker owns the
 -- job (or stalled recovery took it); nil and 2 when this very attempt was already settled
--- (a retried call whose first reply was lost); nil and -1 when the job no longer exists.
-local function check_lock(K, id, token)
-  local raw = redis.call('HGET', K.state, id)
-  if not raw then
-    return nil, -1
+-- (a retried call whose first reply was lost); nil and -1 when the job no longer exists;
+-- nil and 3 when its record was corrupt: the job was quarantined (moved to failed).
+local function check_lock(K, id, token, now)
+  local rec, reason, version = read_record(K, id)
+  if version then
+    return nil, 0 -- a newer queue_core's job: never this worker's
   end
-  local rec = cjson.decode(raw)
+  if not rec then
+    if redis.call('HEXISTS', K.jobs, id) == 0 and not redis.call('ZSCORE', K.active, id) then
+      return nil, -1 -- removed (retention, or by hand) while it ran
+    end
+    quarantine(K, id, reason, now)
+    return nil, 3
+  end
   if rec.tok ~= token then
     return nil, 0
   end

@@ -1,0 +1,388 @@
+"""``JobRunner``: the worker's slots, each running one job at a time: decode it, call the
+processor, settle the attempt in Redis, tell the hooks, and take the next job that the
+settle call handed back.
+
+A job whose stored data cannot be decoded never reaches the processor: it is failed for
+good with a ``CorruptJobError``. A settle that meets a Redis fault is retried (its lock
+token makes the retry safe); one that meets anything else is reported and the job is left
+to stalled recovery, so a slot never crashes on a settle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import structlog
+
+from queue_core.commands import ALREADY_SETTLED, QUARANTINED, SETTLED, Settled, parse_settle
+from queue_core.decoding import job_from_wire
+from queue_core.envelope import decode_record
+from queue_core.errors import (
+    CorruptJobError,
+    DelayedError,
+    JobTimeoutError,
+    LockLostError,
+    RateLimitError,
+    SerializationError,
+    UnrecoverableError,
+)
+from queue_core.hooks import Around, HookSet, JobEvent, ProcessEvent, notify
+from queue_core.job import Job, JobState, ms_to_datetime
+from queue_core.options import to_ms, to_seconds
+from queue_core.retry import BackoffStrategy, retry_delay
+from queue_core.scripts import load_script, run_script
+from queue_core.threads import DaemonThreadPool
+from queue_core.worker_context import WorkerContext
+
+__all__ = ["JobRunner", "Processors", "RawJob", "delay_args", "error_json"]
+
+RawJob = tuple[str, bytes, bytes]  # (id, envelope, record) as a fetch returns it
+Processors = dict[str | None, tuple[Callable[[Job], Any], bool]]  # name -> (fn, is async)
+
+_COMPLETE = load_script("move_to_completed")
+_FAIL = load_script("move_to_failed")
+_DELAY = load_script("move_to_delayed")
+
+_MAX_STACK_CHARS: Final = 16_000
+
+_log = structlog.get_logger("queue_core.worker")
+
+
+def error_json(error: BaseException) -> str:
+    """The stored form of a failed attempt's error (the ``errors`` hash)."""
+    stack = "".join(traceback.format_exception(error))[-_MAX_STACK_CHARS:]
+    return json.dumps({"type": type(error).__name__, "message": str(error), "stack": stack})
+
+
+def delay_args(
+    due_ms: int, mode: str, *, counts: bool, error: str = "", front: bool = False, hold_ms: int = 0
+) -> list[Any]:
+    """move_to_delayed's ARGV 3-8 (see its header)."""
+    return [due_ms, mode, int(counts), error, int(front), hold_ms]
+
+
+class JobRunner:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        processors: Processors,
+        backoff_strategies: Mapping[str, BackoffStrategy],
+    ) -> None:
+        self.ctx = ctx
+        self.processors = processors
+        self.backoff_strategies = backoff_strategies
+        self.slots: set[asyncio.Task[None]] = set()
+        self.slot_freed = asyncio.Event()  # a slot ended, or the worker is closing
+        self.threads = DaemonThreadPool(f"queue_core-{ctx.name}")
+        self.settle_errors = ctx.supervisor("settle")
+        # Set by the Fetcher: hold fetching for ms (manual: True for RateLimitError).
+        self.on_hold: Callable[[int, bool], Awaitable[None]] | None = None
+
+    # ----- slots
+
+    def spawn(self, raw: RawJob) -> None:
+        task = asyncio.create_task(self._slot(raw))
+        self.slots.add(task)
+        task.add_done_callback(self._slot_done)
+
+    def _slot_done(self, task: asyncio.Task[None]) -> None:
+        self.slots.discard(task)
+        self.slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            # Not expected: _process reports its own errors. Kept observable all the same.
+            self.ctx.spawn(self.settle_errors.failed(task.exception()))  # type: ignore[arg-type]
+
+    async def _slot(self, raw: RawJob | None) -> None:
+        """Run jobs one after the other: each settle call hands back the next job."""
+        while raw is not None:
+            raw = await self._process(raw)
+
+    # ----- one job
+
+    async def _process(self, raw: RawJob) -> RawJob | None:
+        job_id, envelope, raw_record = raw
+        job = job_from_wire(
+            self.ctx.name,
+            job_id,
+            envelope,
+            decode_record(raw_record),  # just written by the fetch script, which checked it
+            self.ctx.serializer,
+            state=JobState.ACTIVE,
+            backend=self.ctx.backend,
+            lenient=True,
+        )
+        if job.read_error is not None:
+            return await self._quarantine(job)
+        self.ctx.running[job.id] = job
+        try:
+            return await self._attempt(job)
+        finally:
+            self.ctx.running.pop(job.id, None)
+
+    async def _quarantine(self, job: Job) -> RawJob | None:
+        """A job that cannot be decoded can never run: fail it for good."""
+        error = CorruptJobError(job.id, [str(job.read_error)])
+        _log.error("job_quarantined", job_id=job.id, queue=self.ctx.name, reason=str(error))
+        settled = await self._settle(_FAIL, job, [error_json(error)])
+        if settled is None:
+            return None
+        job.failed_reason, job.error_type = str(error), type(error).__name__
+        hooks = self.ctx.hooks.snapshot()
+        return await self._after_settle(job, settled, "failed", hooks, None, error=error)
+
+    async def _attempt(self, job: Job) -> RawJob | None:
+        hooks = self.ctx.hooks.snapshot()
+        tokens = structlog.contextvars.bind_contextvars(
+            job_id=job.id, queue=self.ctx.name, job_name=job.name, attempt=job.attempts_started
+        )
+        try:
+            if not hooks.around_process:
+                return await self._run_and_settle(job, hooks, None)
+            ctx = self.ctx
+            event = ProcessEvent(job, ctx.name, ctx.id, ctx.server_address, ctx.server_port)
+            with Around(hooks.around_process, event):
+                return await self._run_and_settle(job, hooks, event)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    async def _call_processor(self, job: Job) -> Any:
+        entry = self.processors.get(job.name) or self.processors.get(None)
+        if entry is None:
+            raise UnrecoverableError(f"this worker has no processor for job name {job.name!r}")
+        fn, is_async = entry
+        timeout = job.options.timeout
+        if timeout is None:
+            result = await fn(job) if is_async else await self.threads.run(lambda: fn(job))
+        else:
+            try:
+                async with asyncio.timeout(timeout) as scope:
+                    if is_async:
+                        result = await fn(job)
+                    else:
+                        result = await self.threads.run(lambda: fn(job))
+            except TimeoutError as exc:
+                if scope.expired():
+                    raise JobTimeoutError(
+                        f"attempt {job.attempts_started} ran longer than its {timeout} s timeout"
+                    ) from exc
+                raise
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _run_and_settle(
+        self, job: Job, hooks: HookSet, event: ProcessEvent | None
+    ) -> RawJob | None:
+        error: BaseException | None = None
+        try:
+            result = await self._call_processor(job)
+            payload = self.ctx.serializer.dumps(result)
+        except asyncio.CancelledError:
+            if event is not None:
+                event.outcome = "interrupted"
+            raise
+        except Exception as exc:
+            error = exc
+        if event is not None:
+            event.error = error
+
+        if job._moved:  # job.move_to_delayed() already settled this attempt
+            if event is not None:
+                event.outcome = "delayed"
+            return None
+        if error is None:
+            job.return_value = result
+            settled = await self._settle(_COMPLETE, job, [payload], event=event)
+            return await self._after_settle(job, settled, "completed", hooks, event)
+        if isinstance(error, DelayedError):
+            return await self.delay(job, error.delay, hooks, event)
+        if isinstance(error, RateLimitError):
+            return await self._rate_limited(job, error, hooks, event)
+        return await self._fail_or_retry(job, error, hooks, event)
+
+    async def _fail_or_retry(
+        self, job: Job, error: BaseException, hooks: HookSet, event: ProcessEvent | None
+    ) -> RawJob | None:
+        delay: float | None = None
+        if not isinstance(error, UnrecoverableError | SerializationError):
+            try:
+                delay = retry_delay(job, error, self.backoff_strategies)
+            except Exception as exc:
+                _log.error("backoff_failed", error=str(exc), job_id=job.id, queue=self.ctx.name)
+        job.failed_reason, job.error_type = str(error), type(error).__name__
+        if delay is None:
+            _log.error(
+                "job_failed",
+                error=f"{type(error).__name__}: {error}",
+                attempts_made=job.attempts_made + 1,
+            )
+            settled = await self._settle(_FAIL, job, [error_json(error)], event=event)
+            return await self._after_settle(job, settled, "failed", hooks, event, error=error)
+        _log.warning(
+            "job_attempt_failed",
+            error=f"{type(error).__name__}: {error}",
+            retry_in=round(delay, 3),
+            attempts_made=job.attempts_made + 1,
+        )
+        args = delay_args(to_ms(delay), "rel", counts=True, error=error_json(error))
+        settled = await self._settle(_DELAY, job, args, event=event)
+        return await self._after_settle(job, settled, "retry", hooks, event, error=error)
+
+    async def delay(
+        self,
+        job: Job,
+        when: float | timedelta | datetime,
+        hooks: HookSet,
+        event: ProcessEvent | None,
+        *,
+        fetch: bool = True,
+    ) -> RawJob | None:
+        """Re-schedule a running job without using an attempt (DelayedError, move_to_delayed)."""
+        if isinstance(when, datetime):
+            due, mode = round(when.timestamp() * 1000), "abs"
+        else:
+            due, mode = to_ms(to_seconds(when, "delay")), "rel"
+        args = delay_args(due, mode, counts=False)
+        settled = await self._settle(_DELAY, job, args, fetch=fetch, event=event)
+        return await self._after_settle(job, settled, "delayed", hooks, event)
+
+    async def _rate_limited(
+        self, job: Job, error: RateLimitError, hooks: HookSet, event: ProcessEvent | None
+    ) -> RawJob | None:
+        ms = to_ms(to_seconds(error.seconds, "RateLimitError seconds", allow_zero=False))
+        # No fetch: the hold set by this very call would only be reported a second time.
+        args = delay_args(ms, "rel", counts=False, front=True, hold_ms=ms)
+        settled = await self._settle(_DELAY, job, args, fetch=False, event=event)
+        if self.on_hold is not None:
+            await self.on_hold(ms, True)
+        return await self._after_settle(job, settled, "rate_limited", hooks, event)
+
+    # ----- settling
+
+    async def _settle(
+        self,
+        script: Any,
+        job: Job,
+        args: list[Any],
+        *,
+        fetch: bool = True,
+        event: ProcessEvent | None = None,
+    ) -> Settled | None:
+        """Run a settling script, retrying through Redis faults: the lock token makes a
+        retried call safe (it reports the attempt as already settled). Any other error is
+        reported, and the job is left to stalled recovery: None."""
+        ctx = self.ctx
+        count = 1 if fetch and ctx.can_fetch() else 0
+        full = [job.id, job._token or "", *args, *ctx.fetch_settings.args(count)]
+        try:
+            reply = await ctx.redis.call(
+                "settle",
+                lambda: run_script(ctx.client, script, ctx.keys, full, ctx.pipeline),
+                bounded=ctx.pipeline is None,
+            )
+            return parse_settle(reply)
+        except Exception as exc:
+            _log.error(
+                "job_settle_failed",
+                job_id=job.id,
+                queue=ctx.name,
+                hint="the attempt's outcome was not recorded; stalled recovery runs the "
+                "job again once its lock expires",
+            )
+            if event is not None:
+                event.outcome, event.error = "lock_lost", event.error or exc
+            await self.settle_errors.failed(exc)
+            return None
+
+    async def _after_settle(
+        self,
+        job: Job,
+        settled: Settled | None,
+        outcome: str,
+        hooks: HookSet,
+        event: ProcessEvent | None,
+        *,
+        error: BaseException | None = None,
+    ) -> RawJob | None:
+        if settled is None:
+            return None
+        self.settle_errors.failures = 0
+        quarantined = settled.fetched.quarantined
+        if settled.status in (SETTLED, ALREADY_SETTLED):
+            self.ctx.running.pop(job.id, None)  # no lock to renew any more, even during hooks
+            await self._record_outcome(job, settled, outcome, hooks, event=event, error=error)
+        elif settled.status == QUARANTINED:
+            # Its record was corrupt at the settle: the script failed it for good.
+            reason = dict(quarantined).get(job.id, "its record is corrupt")
+            quarantined = [item for item in quarantined if item[0] != job.id]
+            corrupt = CorruptJobError(job.id, [reason])
+            _log.error("job_quarantined", job_id=job.id, queue=self.ctx.name, reason=reason)
+            job.failed_reason, job.error_type = str(corrupt), type(corrupt).__name__
+            self.ctx.running.pop(job.id, None)
+            await self._record_outcome(job, settled, "failed", hooks, event=event, error=corrupt)
+            if event is not None:
+                event.error = corrupt
+        else:
+            lost = LockLostError(
+                f"job {job.id} was taken over (stalled recovery) or removed before it settled; "
+                "this attempt's outcome is discarded"
+            )
+            _log.warning("job_lock_lost", job_id=job.id, queue=self.ctx.name, outcome=outcome)
+            if event is not None:
+                event.outcome, event.error = "lock_lost", event.error or lost
+        if quarantined:
+            await self.ctx.report_quarantined(quarantined)
+        if settled.fetched.rate_limit_ms > 0 and self.on_hold is not None:
+            await self.on_hold(settled.fetched.rate_limit_ms, False)
+        return self.next_job(settled)
+
+    def next_job(self, settled: Settled) -> RawJob | None:
+        jobs = settled.fetched.jobs
+        for extra in jobs[1:]:  # never more than one today; kept safe if that changes
+            self.spawn(extra)
+        return jobs[0] if jobs else None
+
+    async def _record_outcome(
+        self,
+        job: Job,
+        settled: Settled,
+        outcome: str,
+        hooks: HookSet,
+        *,
+        event: ProcessEvent | None,
+        error: BaseException | None,
+    ) -> None:
+        now = ms_to_datetime(settled.fetched.now_ms)
+        delay: float | None = None
+        until: datetime | None = None
+        if outcome in ("completed", "failed"):
+            job.attempts_made += 1
+            job.finished_at = now
+            job.state = JobState.COMPLETED if outcome == "completed" else JobState.FAILED
+        else:
+            job.attempts_made += outcome == "retry"
+            job.state = JobState.DELAYED
+            until = ms_to_datetime(settled.extra)
+            job.delayed_until = until
+            delay = max(0.0, (settled.extra - settled.fetched.now_ms) / 1000)
+        if event is not None:
+            event.outcome = outcome  # type: ignore[assignment]
+            event.delay = delay
+        notifications = {
+            "completed": hooks.on_completed,
+            "failed": hooks.on_failed,
+            "retry": hooks.on_retry_scheduled,
+            "delayed": hooks.on_delayed,
+            "rate_limited": hooks.on_delayed,
+        }[outcome]
+        if notifications:
+            await notify(
+                notifications,
+                JobEvent(self.ctx.name, job, self.ctx.id, error, delay=delay, until=until),
+            )

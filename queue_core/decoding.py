@@ -1,0 +1,176 @@
+"""The one decoder of stored jobs: what the scripts return becomes a ``Job``, or a typed
+error that names what is wrong with it.
+
+The worker, ``get_job``, ``get_jobs`` and the producer's duplicate path all come here.
+A job that cannot be read raises ``CorruptJobError`` (with every reason found and the raw
+values) or ``UnsupportedFormatError`` (a newer queue_core's job); in ``lenient`` mode, for
+listings, it comes back as a ``Job`` with ``read_error`` set and whatever could be read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from queue_core.envelope import (
+    FORMAT_VERSION,
+    Envelope,
+    MalformedError,
+    NewerFormatError,
+    check_record,
+    decode_envelope,
+)
+from queue_core.errors import CorruptJobError, UnsupportedFormatError
+from queue_core.job import Job, JobBackend, JobState, ms_to_datetime
+from queue_core.options import JobOptions
+from queue_core.serializer import Serializer
+
+__all__ = ["job_from_wire", "snapshot_to_job"]
+
+_EPOCH = datetime.fromtimestamp(0, tz=UTC)
+
+
+def job_from_wire(
+    queue_name: str,
+    job_id: str,
+    envelope: bytes | None,
+    record: bytes | dict[str, Any] | None,
+    serializer: Serializer,
+    *,
+    state: JobState,
+    score: bytes | None = None,
+    result: bytes | None = None,
+    error: bytes | None = None,
+    progress: bytes | None = None,
+    corrupt: bytes | None = None,
+    backend: JobBackend | None = None,
+    lenient: bool = False,
+) -> Job:
+    """Build a ``Job`` from stored parts. ``record`` is a dict when a script has just
+    checked it (a worker's fetch); raw bytes are checked here by the scripts' rules."""
+    parts = _Parts(envelope, record)
+    # Every part is read on its own, so that one bad part does not hide the others and
+    # a listing can still show what is readable.
+    env = parts.read("envelope", parts.envelope)
+    rec = parts.read("record", parts.record)
+    job = Job(
+        id=job_id,
+        name=env.name if env else "",
+        data=None if env is None else parts.read("data", lambda: serializer.loads(env.payload)),
+        queue_name=queue_name,
+        options=(env and parts.read("options", lambda: JobOptions.from_wire(env.options)))
+        or JobOptions(),
+        headers=env.headers if env else {},
+        state=state,
+        enqueued_at=ms_to_datetime(rec["ts"]) if rec else _EPOCH,  # type: ignore[arg-type]
+        _backend=backend,
+    )
+    if rec:
+        job.attempts_started = rec.get("ats", 0)
+        job.attempts_made = rec.get("atm", 0)
+        job.stalled_count = rec.get("stc", 0)
+        job.started_at = ms_to_datetime(rec.get("pon"))
+        job.finished_at = ms_to_datetime(rec.get("fon"))
+        job._token = rec.get("tok")
+    if state is JobState.DELAYED and score:
+        job.delayed_until = ms_to_datetime(float(score))
+    if progress:
+        job.progress = parts.read("progress", lambda: orjson.loads(progress))
+    if result is not None:
+        job.return_value = parts.read("result", lambda: serializer.loads(result))
+    if error:
+        failure = parts.read("error", lambda: _failure(error))
+        if failure:
+            job.failed_reason = failure.get("message")
+            job.error_type = failure.get("type")
+            job.stacktrace = failure.get("stack") or None
+    job.corrupt_record = corrupt
+    if parts.newer is not None:
+        unsupported = UnsupportedFormatError(job_id, parts.newer, FORMAT_VERSION)
+        if not lenient:
+            raise unsupported
+        job.read_error = unsupported
+    elif parts.reasons:
+        raw = {"envelope": envelope, "record": record if isinstance(record, bytes) else None}
+        corrupt_error = CorruptJobError(job_id, parts.reasons, raw)
+        if not lenient:
+            raise corrupt_error
+        job.read_error = corrupt_error
+    return job
+
+
+def snapshot_to_job(
+    queue: str,
+    job_id: str,
+    snapshot: Any,
+    serializer: Serializer,
+    backend: JobBackend | None,
+    *,
+    lenient: bool = False,
+) -> Job:
+    """A job from a ``read_job`` snapshot (scripts/includes/read_job.lua)."""
+    envelope, record, state, score, result, error, progress, corrupt = snapshot
+    return job_from_wire(
+        queue,
+        job_id,
+        envelope,
+        record,
+        serializer,
+        state=JobState(state.decode()),
+        score=score,
+        result=result,
+        error=error,
+        progress=progress,
+        corrupt=corrupt,
+        backend=backend,
+        lenient=lenient,
+    )
+
+
+def _failure(raw: bytes) -> dict[str, Any]:
+    failure = orjson.loads(raw)
+    if not isinstance(failure, dict) or not all(
+        isinstance(failure.get(k, ""), str) for k in ("type", "message", "stack")
+    ):
+        raise MalformedError("not an object of strings type, message and stack")
+    return failure
+
+
+class _Parts:
+    """Decodes each stored part once, and collects why a part could not be read."""
+
+    __slots__ = ("_envelope", "_record", "newer", "reasons")
+
+    def __init__(self, envelope: bytes | None, record: bytes | dict[str, Any] | None) -> None:
+        self._envelope = envelope
+        self._record = record
+        self.newer: object = None
+        self.reasons: list[str] = []
+
+    def envelope(self) -> Envelope:
+        if self._envelope is None:
+            raise MalformedError("its envelope is missing")
+        return decode_envelope(self._envelope)
+
+    def record(self) -> dict[str, Any]:
+        if isinstance(self._record, dict):
+            return self._record
+        if self._record is None:
+            raise MalformedError("its record is missing")
+        return check_record(self._record)
+
+    def read(self, what: str, decode: Callable[[], Any]) -> Any:
+        """``decode()``, or None (noting why) when the stored data cannot be read."""
+        try:
+            return decode()
+        except NewerFormatError as exc:
+            self.newer = exc.version
+        except MalformedError as exc:
+            if str(exc) not in self.reasons:
+                self.reasons.append(str(exc))
+        except Exception as exc:  # a wrong shape anywhere below: options, data, result
+            self.reasons.append(f"its {what} cannot be read: {type(exc).__name__}: {exc}")
+        return None

@@ -1,0 +1,121 @@
+"""What the parts of a worker share: its identity, its client and keys, its jobs in
+flight, its lifecycle state and its Redis retry policy.
+
+A ``Worker`` (worker.py) is assembled from parts that each own one loop or one step:
+``Fetcher`` (fetching.py), ``JobRunner`` (attempts.py), ``LockRenewer`` and
+``StalledRecovery`` (locks.py). They talk through this context, never to each other's
+private state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from contextlib import AbstractContextManager, nullcontext, suppress
+from typing import Any, Final
+
+import structlog
+
+from queue_core.commands import FetchSettings
+from queue_core.connection import AsyncClient
+from queue_core.hooks import Around, HookRegistry, InternalEvent, QuarantineEvent, notify
+from queue_core.job import Job, JobBackend
+from queue_core.keys import QueueKeys
+from queue_core.queue import Queue
+from queue_core.scripts import CommandPipeline
+from queue_core.serializer import Serializer
+from queue_core.supervision import RedisRetry, Supervisor
+
+__all__ = ["WorkerContext"]
+
+_NO_HOOK: Final = nullcontext()
+
+_log = structlog.get_logger("queue_core.worker")
+
+
+class WorkerContext:
+    def __init__(
+        self,
+        *,
+        queue: Queue,
+        worker_id: str,
+        client: AsyncClient,
+        concurrency: int,
+        fetch_settings: FetchSettings,
+        pipeline: CommandPipeline | None,
+        redis_timeout: float | None,
+    ) -> None:
+        self.queue = queue  # job operations a processor calls (progress, logs)
+        self.name = queue.name
+        self.id = worker_id
+        self.keys: QueueKeys = queue.keys
+        self.hooks: HookRegistry = queue.hooks
+        self.serializer: Serializer = queue.serializer
+        self.client = client
+        self.concurrency = concurrency
+        self.fetch_settings = fetch_settings
+        self.pipeline = pipeline
+        self.redis = RedisRetry(client, self.name, worker_id, redis_timeout)
+        self.server_address: str | None = None
+        self.server_port: int | None = None
+        self.backend: JobBackend | None = None  # what a running job calls: the Worker
+
+        self.state = "new"  # new -> starting -> running -> closing -> closed
+        self.running: dict[str, Job] = {}  # jobs whose attempt runs here, by id
+        self.stopping = asyncio.Event()
+        self.hold_until = 0.0  # loop time until which fetching holds (rate limits)
+        self.background: set[asyncio.Task[Any]] = set()
+        self.supervisors: list[Supervisor] = []
+        self.background_errors = self.supervisor("background")
+
+    def supervisor(self, loop: str) -> Supervisor:
+        """A supervisor for one of the worker's loops; ``healthy()`` asks them all."""
+        supervisor = Supervisor(loop, self.name, self.id, self.hooks)
+        self.supervisors.append(supervisor)
+        return supervisor
+
+    def can_fetch(self) -> bool:
+        return self.state == "running" and asyncio.get_running_loop().time() >= self.hold_until
+
+    def internal(self, operation: Any) -> AbstractContextManager[object]:
+        """Wrap one of the worker's own Redis calls in the ``around_internal`` hooks."""
+        hooks = self.hooks.snapshot().around_internal
+        if not hooks:
+            return _NO_HOOK
+        return Around(hooks, InternalEvent(self.name, self.id, operation))
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep unless the worker starts closing; returns False if it did."""
+        if self.stopping.is_set():
+            return False
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+            return False
+        return True
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run a background task; what it raises is reported, never lost."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.spawn(self.background_errors.failed(task.exception()))  # type: ignore[arg-type]
+
+    async def report_quarantined(self, quarantined: list[tuple[str, str]]) -> None:
+        """Corrupt jobs a script moved to failed: log them and tell the hooks."""
+        for job_id, reason in quarantined:
+            _log.error(
+                "job_quarantined",
+                job_id=job_id,
+                queue=self.name,
+                worker_id=self.id,
+                reason=reason,
+                hint="the job is in the failed set with CorruptJobError; its raw record "
+                "is kept (job.corrupt_record)",
+            )
+        hooks = self.hooks.snapshot().on_quarantined
+        if hooks:
+            await notify(hooks, QuarantineEvent(self.name, self.id, tuple(quarantined)))
