@@ -26,9 +26,12 @@ from queue_core import (
     CorruptJobError,
     Hook,
     Job,
+    JobOptions,
+    JobSpec,
     JobState,
     QuarantineEvent,
     Queue,
+    RateLimit,
     UnsupportedFormatError,
     Worker,
     WorkerErrorEvent,
@@ -319,3 +322,25 @@ def test_lua_and_python_agree_on_what_a_valid_record_is(
         python = "corrupt"
     lua = "ok" if accepted else "newer" if version else "corrupt"
     assert lua == python, (record, reason)
+
+
+async def test_corrupt_queue_counters_lose_no_job(
+    queue: Queue, raw: redis.asyncio.Redis, make_worker: Callable[..., Worker]
+) -> None:
+    """The ordering counters and the rate-limit counter are repaired, not fatal; a bad job
+    id counter stops adds before anything is written."""
+    delayed = await queue.add("job", "delayed", delay=0.2)
+    await raw.hset(queue.keys["meta"], mapping={"fifo": "x", "lifo": "[]"})
+    await raw.set(queue.keys["limiter"], b"lots")
+    ready = await queue.add("job", "ready")
+    runs, process = recorder()
+    async with make_worker(process, limiter=RateLimit(max=100, duration=1)):
+        await wait_counts(queue, completed=2, timeout=5)
+    assert runs == Counter({delayed.id: 1, ready.id: 1})
+
+    await raw.hset(queue.keys["meta"], "id", "seven")
+    before = await queue.get_counts()
+    with pytest.raises(redis.exceptions.ResponseError, match="job id counter"):
+        await queue.add_bulk([JobSpec("job", 1, JobOptions(job_id="mine")), JobSpec("job", 2)])
+    assert await queue.get_counts() == before
+    assert await queue.get_job("mine") is None

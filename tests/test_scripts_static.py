@@ -39,6 +39,7 @@ from tests.redis_server import RedisServer
 # with its key positions rather than letting it through unchecked.
 KEY_COMMANDS: Final[dict[str, tuple[int, ...]]] = {
     "GET": (1,),
+    "DEL": (1,),
     "SET": (1,),
     "INCRBY": (1,),
     "PEXPIRE": (1,),

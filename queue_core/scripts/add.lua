@@ -28,6 +28,12 @@ field `fmt` keeps the newest job format version written to it.
 
 local now = now_ms()
 local n = tonumber(ARGV[1])
+-- Checked before any write: a bulk add happens whole or not at all.
+local last_id = redis.call('HGET', K.meta, 'id')
+if last_id and not tonumber(last_id) then
+  return redis.error_reply('ERR queue_core: the job id counter "id" of ' .. K.meta
+    .. ' is not an integer; set it above the largest numeric job id to repair it')
+end
 local reply = {now}
 local ready = false
 

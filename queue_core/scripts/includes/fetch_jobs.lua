@@ -16,7 +16,7 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
   local out = {now, 0, -1, 0, QUARANTINED}
   local allowed = max_jobs
   if allowed > 0 then
-    local used = tonumber(redis.call('GET', K.limiter) or '0')
+    local used = limiter_count(K)
     local limited = used >= MANUAL_LIMIT or (limit_max > 0 and used >= limit_max)
     if limited then
       allowed = 0
