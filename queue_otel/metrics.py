@@ -30,8 +30,10 @@ from queue_core import (
     Job,
     JobEvent,
     ProcessEvent,
+    QuarantineEvent,
     RateLimitEvent,
     StalledEvent,
+    WorkerErrorEvent,
     WorkerEvent,
 )
 from queue_otel import semconv as sc
@@ -96,6 +98,7 @@ class MetricsHook(Hook):
         self._active = _Tally()
         self._workers = _Tally()
         self._capacity = _Tally()
+        self._worker_errors = _Tally()
         self._attributes: dict[Key, dict[str, Any]] = {}  # one dict per attribute set
         self._keys = _Keys()
         counters: list[tuple[str, str, str, _Tally, Callable[..., Any]]] = [
@@ -115,6 +118,8 @@ class MetricsHook(Hook):
              self._workers, meter.create_observable_up_down_counter),
             (sc.WORKER_CAPACITY, "{job}", "Jobs the running workers may run at once.",
              self._capacity, meter.create_observable_up_down_counter),
+            (sc.WORKER_ERRORS, "{error}", "Unexpected errors in a worker's own loops.",
+             self._worker_errors, meter.create_observable_counter),
         ]  # fmt: skip
         for name, unit, description, tally, create in counters:
             create(name, callbacks=[tally.observe], unit=unit, description=description)
@@ -233,6 +238,18 @@ class MetricsHook(Hook):
         key = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue})
         self._workers.add(key, 1)
         self._capacity.add(key, event.concurrency)
+
+    def on_worker_error(self, event: WorkerErrorEvent) -> None:
+        self._worker_errors.add(
+            _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
+                    sc.WORKER_LOOP: event.loop, sc.ERROR_TYPE: type(event.error).__qualname__})
+        )  # fmt: skip
+
+    def on_quarantined(self, event: QuarantineEvent) -> None:
+        # Corrupt jobs the worker never ran: failures whose job name cannot be read.
+        key = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
+                      sc.ERROR_TYPE: "CorruptJobError"})  # fmt: skip
+        self._failures.add(key, len(event.jobs))
 
     def on_worker_stopped(self, event: WorkerEvent) -> None:
         key = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue})

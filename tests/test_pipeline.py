@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +13,7 @@ import redis.asyncio
 from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from queue_core import pipeline as pipeline_module
 from queue_core.connection import create_async_client
@@ -166,3 +168,34 @@ async def test_a_busy_pipeline_keeps_its_connection(
         await asyncio.sleep(0.01)
     assert len(ids) == 1
     await pipeline.close()
+
+
+async def test_a_frozen_server_fails_calls_at_the_deadline_then_recovers() -> None:
+    """The watchdog: calls in flight past the deadline fail with a TimeoutError and the
+    connection is dropped; once the server answers again, so does the pipeline."""
+    server = RedisServer().start()
+    client = redis.asyncio.Redis.from_url(server.url)
+    pipeline = CommandPipeline(client, timeout=0.5)
+    try:
+        assert await pipeline.call(pack_command(("PING",))) == b"PONG"
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            started = asyncio.get_running_loop().time()
+            calls = [pipeline.call(pack_command(("INCR", "frozen"))) for _ in range(3)]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            elapsed = asyncio.get_running_loop().time() - started
+            assert all(isinstance(r, RedisTimeoutError) for r in results), results
+            assert 0.4 < elapsed < 2.0
+            # A new connection to a frozen server fails at the deadline too (its handshake).
+            with pytest.raises(RedisTimeoutError):
+                await pipeline.call(pack_command(("PING",)))
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert await pipeline.call(pack_command(("PING",))) == b"PONG"
+        # The frozen INCRs were sent before the freeze's end: they ran once Redis woke up.
+        assert int(await client.get("frozen")) == 3
+    finally:
+        await pipeline.close()
+        await client.aclose()
+        server.cleanup()

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import redis.asyncio
+
 from queue_core import DelayedError, Job, Queue, RateLimitError, Worker
 from queue_otel import semconv as sc
 from tests.conftest import wait_counts, wait_for
@@ -196,3 +198,30 @@ async def test_duplicate_adds_are_not_sent_messages(telemetry: Telemetry, queue:
     await queue.add("x", job_id="same")
     assert telemetry.total(sc.SENT_MESSAGES, {sc.DESTINATION: queue.name}) == 1
     assert telemetry.total(sc.CLIENT_OPERATION_DURATION, {sc.DESTINATION: queue.name}) == 2
+
+
+async def test_quarantined_jobs_and_worker_loop_errors_are_counted(
+    telemetry: Telemetry,
+    queue: Queue,
+    raw: redis.asyncio.Redis,
+    make_worker: Callable[..., Worker],
+) -> None:
+    q = {sc.DESTINATION: queue.name}
+    corrupt = await queue.add("job", 1)
+    await raw.hset(queue.keys["state"], corrupt.id, b"garbage")
+
+    async def noop(job: Job) -> None:
+        return None
+
+    worker = make_worker(noop, drain_delay=0.2)
+    async with worker:
+        await wait_counts(queue, failed=1)
+        await raw.delete(queue.keys["wait"])
+        await raw.set(queue.keys["wait"], b"not a sorted set")
+        await raw.zadd(queue.keys["marker"], {"0": 0})
+        await wait_for(lambda: telemetry.total(sc.WORKER_ERRORS, q) >= 1, timeout=10)
+        await raw.delete(queue.keys["wait"])
+    assert telemetry.total(sc.FAILURES, {**q, sc.ERROR_TYPE: "CorruptJobError"}) == 1
+    (point, *_) = telemetry.points(sc.WORKER_ERRORS)
+    assert point.attributes[sc.WORKER_LOOP] == "fetch"
+    assert point.attributes[sc.ERROR_TYPE] == "ResponseError"
