@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
-import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 import structlog
 
-from queue_core.commands import ALREADY_SETTLED, QUARANTINED, SETTLED, Settled, parse_settle
+from queue_core.commands import (
+    ALREADY_SETTLED,
+    QUARANTINED,
+    SETTLED,
+    Settled,
+    delay_args,
+    error_json,
+    parse_settle,
+)
 from queue_core.decoding import job_from_wire
 from queue_core.envelope import decode_record
 from queue_core.errors import (
@@ -40,7 +46,7 @@ from queue_core.scripts import load_script, run_script
 from queue_core.threads import DaemonThreadPool
 from queue_core.worker_context import WorkerContext
 
-__all__ = ["JobRunner", "Processors", "RawJob", "delay_args", "error_json"]
+__all__ = ["JobRunner", "Processors", "RawJob"]
 
 RawJob = tuple[str, bytes, bytes]  # (id, envelope, record) as a fetch returns it
 Processors = dict[str | None, tuple[Callable[[Job], Any], bool]]  # name -> (fn, is async)
@@ -49,22 +55,7 @@ _COMPLETE = load_script("move_to_completed")
 _FAIL = load_script("move_to_failed")
 _DELAY = load_script("move_to_delayed")
 
-_MAX_STACK_CHARS: Final = 16_000
-
 _log = structlog.get_logger("queue_core.worker")
-
-
-def error_json(error: BaseException) -> str:
-    """The stored form of a failed attempt's error (the ``errors`` hash)."""
-    stack = "".join(traceback.format_exception(error))[-_MAX_STACK_CHARS:]
-    return json.dumps({"type": type(error).__name__, "message": str(error), "stack": stack})
-
-
-def delay_args(
-    due_ms: int, mode: str, *, counts: bool, error: str = "", front: bool = False, hold_ms: int = 0
-) -> list[Any]:
-    """move_to_delayed's ARGV 3-8 (see its header)."""
-    return [due_ms, mode, int(counts), error, int(front), hold_ms]
 
 
 class JobRunner:

@@ -6,6 +6,8 @@ here, so validation, encoding and decoding exist once; only the transport differ
 
 from __future__ import annotations
 
+import json
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +28,8 @@ __all__ = [
     "JobSpec",
     "QueueStats",
     "Settled",
+    "delay_args",
+    "error_json",
     "parse_counts",
     "parse_fetch",
     "parse_settle",
@@ -201,6 +205,22 @@ def parse_fetch(reply: Sequence[Any]) -> Fetched:
     rest = reply[5:]
     jobs = [(rest[i].decode(), rest[i + 1], rest[i + 2]) for i in range(0, len(rest), 3)]
     return Fetched(now, ttl, None if due < 0 else due, refused, quarantined, jobs)
+
+
+_MAX_STACK_CHARS = 16_000
+
+
+def error_json(error: BaseException) -> str:
+    """The stored form of a failed attempt's error (the ``errors`` hash)."""
+    stack = "".join(traceback.format_exception(error))[-_MAX_STACK_CHARS:]
+    return json.dumps({"type": type(error).__name__, "message": str(error), "stack": stack})
+
+
+def delay_args(
+    due_ms: int, mode: str, *, counts: bool, error: str = "", front: bool = False, hold_ms: int = 0
+) -> list[Any]:
+    """move_to_delayed's ARGV 3-8 (see its header)."""
+    return [due_ms, mode, int(counts), error, int(front), hold_ms]
 
 
 # Status codes of the settling scripts (see move_to_completed.lua).

@@ -69,13 +69,14 @@ class Fetcher:
             self.runner.spawn(raw)
         if fetched.quarantined:
             await ctx.report_quarantined(fetched.quarantined)
+        if fetched.refused:
+            self._report_refused(fetched.refused)
         if fetched.jobs:
             return
         if fetched.rate_limit_ms > 0:
             await self.hold(fetched.rate_limit_ms, False)
             return
         if fetched.refused:
-            self._report_refused(fetched.refused)
             await ctx.sleep(_REFUSED_PAUSE_S)
         with ctx.internal("wait"):
             await self._wait_for_work(fetched)

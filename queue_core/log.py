@@ -82,5 +82,8 @@ def configure_logging(fmt: LogFormat | None = None, level: str | int | None = No
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: a later structlog.configure (the application's own, or a test's
+        # capture_logs) must reach queue_core's module-level loggers too. A worker logs
+        # nothing per successful job, so the lookup per line costs nothing that matters.
+        cache_logger_on_first_use=False,
     )
