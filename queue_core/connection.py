@@ -176,7 +176,7 @@ def _as_typed_error(operation: str, exc: BaseException, timeout: float | None) -
         limit = f" within {timeout} s" if timeout is not None else ""
         return RedisTimeoutError(
             f"{operation}: Redis did not answer{limit}; the call may or may not have "
-            f"taken effect: {exc or type(exc).__name__}"
+            f"taken effect: {str(exc) or type(exc).__name__}"
         )
     return RedisUnavailableError(f"{operation} failed, Redis is unavailable: {exc}")
 

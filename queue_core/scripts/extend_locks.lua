@@ -15,9 +15,11 @@ ARGV:
 Returns: {lost ids, quarantined}: the ids whose lock another owner holds now (recovered
 as stalled, maybe refetched, or quarantined), and {id, reason, ...} of quarantined jobs.
 ]]
+--@include allow_when_full
 --@include now_ms
 --@include quarantine
 
+allow_when_full(K)
 local now = now_ms()
 local deadline = now + tonumber(ARGV[1])
 local lost = {}

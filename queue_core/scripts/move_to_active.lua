@@ -18,7 +18,9 @@ Returns: {now, rate_limit_ttl_ms, next_due_ms, refused, quarantined, id, envelop
   waiting jobs of a newer format this worker left for newer workers; quarantined is
   {id, reason, ...} of the corrupt jobs this call moved to failed (CorruptJobError).
 ]]
+--@include allow_when_full
 --@include fetch_jobs
 
+allow_when_full(K)
 return fetch_jobs(K, now_ms(), tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]),
   tonumber(ARGV[4]), tonumber(ARGV[5]))

@@ -19,10 +19,12 @@ Returns: {status, now, rate_limit_ttl_ms, next_due_ms, 0, refused, quarantined, 
   3 the job's record was corrupt: it was quarantined (moved to failed). refused and
   quarantined as in move_to_active.
 ]]
+--@include allow_when_full
 --@include lock
 --@include finish
 --@include fetch_jobs
 
+allow_when_full(K)
 local now = now_ms()
 local id = ARGV[1]
 local rec, status = check_lock(K, id, ARGV[2], now)

@@ -21,10 +21,12 @@ Returns: {status, now, rate_limit_ttl_ms, next_due_ms, due_ms, refused, quaranti
   envelope, record, ...}
   status as in move_to_completed; due_ms is when the job becomes ready.
 ]]
+--@include allow_when_full
 --@include lock
 --@include fetch_jobs
 --@include schedule_delayed
 
+allow_when_full(K)
 local now = now_ms()
 local id = ARGV[1]
 local due = tonumber(ARGV[3])

@@ -14,11 +14,13 @@ ARGV:
 
 Returns: {{requeued ids}, {failed ids}, quarantined}, quarantined being {id, reason, ...}
 ]]
+--@include allow_when_full
 --@include now_ms
 --@include wait_score
 --@include quarantine
 --@include finish
 
+allow_when_full(K)
 local now = now_ms()
 local max_stalled = tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
