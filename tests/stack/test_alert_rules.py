@@ -25,6 +25,7 @@ ALERTS = {
     "QueueJobFailureRatioHigh",
     "QueueJobsStalled",
     "QueueNoLiveWorkers",
+    "QueueWorkerLoopFailing",
 }
 
 
