@@ -42,7 +42,7 @@ from queue_core.hooks import Around, HookSet, JobEvent, ProcessEvent, notify
 from queue_core.job import Job, JobState, ms_to_datetime
 from queue_core.options import to_ms, to_seconds
 from queue_core.retry import BackoffStrategy, retry_delay
-from queue_core.scripts import load_script, run_script
+from queue_core.scripts import load_script
 from queue_core.threads import DaemonThreadPool
 from queue_core.worker_context import WorkerContext
 
@@ -78,6 +78,7 @@ class JobRunner:
     # ----- slots
 
     def spawn(self, raw: RawJob) -> None:
+        self.ctx.held.add(raw[0])
         task = asyncio.create_task(self._slot(raw))
         self.slots.add(task)
         task.add_done_callback(self._slot_done)
@@ -92,7 +93,12 @@ class JobRunner:
     async def _slot(self, raw: RawJob | None) -> None:
         """Run jobs one after the other: each settle call hands back the next job."""
         while raw is not None:
-            raw = await self._process(raw)
+            job_id = raw[0]
+            try:
+                raw = await self._process(raw)
+            finally:
+                if raw is None or raw[0] != job_id:  # the settle may hand it back at once
+                    self.ctx.held.discard(job_id)
 
     # ----- one job
 
@@ -270,14 +276,10 @@ class JobRunner:
         reported, and the job is left to stalled recovery: None."""
         ctx = self.ctx
         count = 1 if fetch and ctx.can_fetch() else 0
-        full = [job.id, job._token or "", *args, *ctx.fetch_settings.args(count)]
         try:
-            reply = await ctx.redis.call(
-                "settle",
-                lambda: run_script(ctx.client, script, ctx.keys, full, ctx.pipeline),
-                bounded=ctx.pipeline is None,
+            return await ctx.fetching_call(
+                "settle", script, [job.id, job._token or "", *args], count, parse_settle
             )
-            return parse_settle(reply)
         except Exception as exc:
             _log.error(
                 "job_settle_failed",

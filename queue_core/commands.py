@@ -180,8 +180,14 @@ class FetchSettings:
     limit_max: int = 0
     limit_ms: int = 0
 
-    def args(self, count: int) -> list[Any]:
-        return [count, self.token_prefix, self.lock_ms, self.limit_max, self.limit_ms]
+    def args(self, count: int, call: int) -> list[Any]:
+        """ARGV of a fetch; ``call`` numbers it, so that the jobs it takes carry it in their
+        lock token and can be released if its reply is lost (release_orphans.lua)."""
+        prefix = self.call_prefix(call)
+        return [count, prefix, self.lock_ms, self.limit_max, self.limit_ms]
+
+    def call_prefix(self, call: int) -> str:
+        return f"{self.token_prefix}~{call}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,19 +83,14 @@ class Fetcher:
 
     async def _fetch(self, count: int) -> Fetched | None:
         ctx = self.ctx
-        args = ctx.fetch_settings.args(count)
         try:
-            reply = await ctx.redis.call(
-                "fetch",
-                lambda: run_script(ctx.client, _FETCH, ctx.keys, args, ctx.pipeline),
-                give_up=ctx.stopping.is_set,
-                bounded=ctx.pipeline is None,
+            return await ctx.fetching_call(
+                "fetch", _FETCH, [], count, parse_fetch, give_up=ctx.stopping.is_set
             )
         except Exception as exc:
             if ctx.stopping.is_set() and is_redis_fault(exc, ctx.client):
                 return None
             raise
-        return parse_fetch(reply)
 
     def _report_refused(self, refused: int) -> None:
         now = asyncio.get_running_loop().time()

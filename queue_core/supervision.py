@@ -89,10 +89,11 @@ class RedisRetry:
         *,
         give_up: Callable[[], bool] = lambda: False,
         bounded: bool = True,
+        on_fault: Callable[[], None] | None = None,
     ) -> T:
         """``call()`` until it succeeds; ``give_up()`` is asked after each fault (the fault
         is raised when it says so). ``bounded``: apply the deadline here (calls through the
-        command pipeline have the pipeline's own)."""
+        command pipeline have the pipeline's own). ``on_fault`` hears of each fault."""
         while True:
             try:
                 if bounded:
@@ -103,6 +104,8 @@ class RedisRetry:
             except Exception as exc:
                 if not is_redis_fault(exc, self.client):
                     raise
+                if on_fault is not None:
+                    on_fault()
                 delay = self.backoff.next()
                 _log.warning(
                     "redis_unavailable",

@@ -10,25 +10,33 @@ private state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import itertools
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext, suppress
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import structlog
 
-from queue_core.commands import FetchSettings
-from queue_core.connection import AsyncClient
+from queue_core.commands import Fetched, FetchSettings, Settled
+from queue_core.connection import AsyncClient, deadline
 from queue_core.hooks import Around, HookRegistry, InternalEvent, QuarantineEvent, notify
 from queue_core.job import Job, JobBackend
 from queue_core.keys import QueueKeys
 from queue_core.queue import Queue
-from queue_core.scripts import CommandPipeline
+from queue_core.scripts import CommandPipeline, LuaScript, load_script, run_script
 from queue_core.serializer import Serializer
 from queue_core.supervision import RedisRetry, Supervisor
 
 __all__ = ["WorkerContext"]
 
+F = TypeVar("F", Fetched, Settled)
+
 _NO_HOOK: Final = nullcontext()
+_RELEASE = load_script("release_orphans")
+# A fetch whose reply was lost may still run in Redis a little later (a frozen server that
+# thaws, a connection's last commands): its jobs are looked for twice, then left to
+# stalled recovery.
+_RELEASE_AFTER_S: Final = (1.0, 5.0)
 
 _log = structlog.get_logger("queue_core.worker")
 
@@ -62,6 +70,9 @@ class WorkerContext:
 
         self.state = "new"  # new -> starting -> running -> closing -> closed
         self.running: dict[str, Job] = {}  # jobs whose attempt runs here, by id
+        self.held: set[str] = set()  # jobs received from a fetch and not finished yet
+        self._call_ids: Iterator[int] = itertools.count(1)
+        self._lost_calls: dict[int, int] = {}  # fetch call -> passes left to release it
         self.stopping = asyncio.Event()
         self.hold_until = 0.0  # loop time until which fetching holds (rate limits)
         self.background: set[asyncio.Task[Any]] = set()
@@ -103,6 +114,76 @@ class WorkerContext:
         self.background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.spawn(self.background_errors.failed(task.exception()))  # type: ignore[arg-type]
+
+    async def fetching_call(
+        self,
+        operation: str,
+        script: LuaScript,
+        head: list[Any],
+        count: int,
+        parse: Callable[[Any], F],
+        *,
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> F:
+        """Run a script that fetches up to ``count`` jobs (move_to_active, a settle),
+        retrying Redis faults. The jobs it hands over are ``held`` from the moment the reply
+        is read. If a try of it failed, Redis may have run that try and taken jobs whose
+        reply is lost: those are released soon after (release_orphans)."""
+        call_id: int = next(self._call_ids)
+        args = [*head, *self.fetch_settings.args(count, call_id)]
+        faulted = False
+
+        def fault() -> None:
+            nonlocal faulted
+            faulted = True
+
+        try:
+            reply = await self.redis.call(
+                operation,
+                lambda: run_script(self.client, script, self.keys, args, self.pipeline),
+                give_up=give_up,
+                bounded=self.pipeline is None,
+                on_fault=fault,
+            )
+            result = parse(reply)
+            fetched = result if isinstance(result, Fetched) else result.fetched
+            self.held.update(job[0] for job in fetched.jobs)
+            return result
+        finally:
+            if faulted and count > 0:
+                self._release_later(call_id)
+
+    def _release_later(self, call: int) -> None:
+        if not self._lost_calls:
+            self.spawn(self._release_orphans())
+        self._lost_calls[call] = len(_RELEASE_AFTER_S)
+
+    async def _release_orphans(self) -> None:
+        for pause in _RELEASE_AFTER_S:
+            await asyncio.sleep(pause)
+            calls = list(self._lost_calls)
+            prefixes = [self.fetch_settings.call_prefix(call) + ":" for call in calls]
+            args = [len(prefixes), *prefixes, *self.held]
+            try:
+                async with deadline(self.redis.timeout):
+                    released = await run_script(self.client, _RELEASE, self.keys, args)
+            except Exception as exc:  # Redis still away: the next pass, or stalled recovery
+                _log.warning("orphan_release_failed", queue=self.name, error=repr(exc))
+                continue
+            for call in calls:
+                self._lost_calls[call] -= 1
+                if self._lost_calls[call] <= 0:
+                    del self._lost_calls[call]
+            if released:
+                _log.info(
+                    "orphans_released",
+                    queue=self.name,
+                    worker_id=self.id,
+                    jobs=[job_id.decode() for job_id in released],
+                    hint="fetched by calls whose reply was lost; back in wait at once",
+                )
+        if self._lost_calls:  # new losses meanwhile
+            self.spawn(self._release_orphans())
 
     async def report_quarantined(self, quarantined: list[tuple[str, str]]) -> None:
         """Corrupt jobs a script moved to failed: log them and tell the hooks."""

@@ -52,10 +52,13 @@ async def test_delayed_jobs_are_promoted_while_the_worker_is_busy(
         await queue.add("busy", f"n{i}")
     # A promoted job joins its priority band at the back, like any newly ready job; a
     # higher priority shows that it became ready while the backlog was still running.
-    await queue.add("late", "delayed", delay=0.1, priority=1)
+    # It is added once the worker runs, so that a slow start cannot make it due at once.
     async with make_worker(process):
+        await wait_for(lambda: len(order) >= 3, what="the backlog to start")
+        started = len(order)
+        await queue.add("late", "delayed", delay=0.1, priority=1)
         await wait_counts(queue, completed=31)
-    assert 5 < order.index("delayed") < 25, order
+    assert started < order.index("delayed") < 25, order
 
 
 async def test_priority_highest_first_and_fifo_within_a_priority(

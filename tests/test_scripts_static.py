@@ -30,7 +30,7 @@ import redis
 from queue_core import Backoff, DelayedError, Job, JobOptions, JobSpec, Queue, Worker
 from queue_core import scripts as scripts_module
 from queue_core.keys import KEY_NAMES, QueueKeys
-from queue_core.scripts import SCRIPT_NAMES, LuaScript, ScriptError, load_script
+from queue_core.scripts import SCRIPT_NAMES, LuaScript, ScriptError, load_script, run_script
 from tests.conftest import wait_counts
 from tests.redis_server import RedisServer
 
@@ -1354,6 +1354,9 @@ async def run_workload(queue: Queue, url: str) -> None:
         "failed": 1,
     }
     assert (await queue.get_stats()).oldest_waiting_age is None
+    # release_orphans runs only after a fetch's reply was lost: called as a worker would.
+    release = load_script("release_orphans")
+    assert await run_script(queue.client, release, queue.keys, [1, "nobody~1:"]) == []
 
 
 async def test_argv_never_carries_a_key_name(

@@ -51,6 +51,7 @@ SCRIPT_NAMES: Final = (
     "move_to_delayed",
     "extend_locks",
     "recover_stalled",
+    "release_orphans",
     "rate_limit",
     "update_progress",
     "add_log",
