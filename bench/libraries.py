@@ -4,7 +4,8 @@ Every library gets its own venv (``bench/.venvs/<venv>``) holding only it and wh
 depends on: the peers pin conflicting versions of redis-py, and a development venv would
 flatter no one (queue_core's has rich and the OpenTelemetry SDK, which structlog and
 redis-py import when they find them). queue_core is this checkout, installed editable
-(``PROJECT`` stands for its root), with the ``otel`` extra for the queue_otel row.
+(``PROJECT`` stands for its root), with the ``otel`` extra for the queue_otel row; its
+deadlines-off row shares the plain queue_core venv.
 ``hiredis`` is installed next to every peer, pinned to the version queue_core gets
 through ``redis[hiredis]``, so that every library parses Redis replies with the same C
 parser.
@@ -44,6 +45,16 @@ LIBRARIES: tuple[Library, ...] = (
         (f"-e {PROJECT}[otel]",),
         variant="otel",
         note="queue_core with its OpenTelemetry instrumentation on in producer and workers",
+    ),
+    Library(
+        "queue_core+no_deadlines",
+        "queue_core, no deadlines",
+        "queue_core",
+        "queue_core",
+        (f"-e {PROJECT}",),
+        variant="no_deadlines",
+        note="queue_core with its per-call deadlines off (redis_timeout=None) in producer "
+        "and workers; the queue_core row has them on (the default, 5 s)",
     ),
     Library("arq", "arq", "arq", "arq", ("arq==0.28.0", HIREDIS)),
     Library(

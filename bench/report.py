@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -173,7 +174,7 @@ def otel_table(document: dict[str, Any]) -> list[str]:
     off = libraries.get("queue_core", {}).get("figures")
     on = libraries.get("queue_core+otel", {}).get("figures")
     if not off or not on:
-        return []
+        return ["Not measured in this run (it needs the queue_core and queue_core+otel rows)."]
     lines = [
         "| figure | queue_otel off | on | change |",
         "|---|---:|---:|---:|",
@@ -186,6 +187,64 @@ def otel_table(document: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {column.header} | {number(a, column.digits)} | {number(b, column.digits)} "
             f"| {change:+.0%} |"
+        )
+    return lines
+
+
+# The figures per-call deadlines can move (they add timers to calls, not data to Redis).
+DEADLINE_FIGURES = (
+    "enqueue_per_s",
+    "enqueue_p50_ms",
+    "enqueue_p99_ms",
+    "bulk_per_s",
+    "process1_per_s",
+    "process2_per_s",
+    "pickup_p50_ms",
+    "pickup_p99_ms",
+)
+
+
+def spread(entry: dict[str, Any], key: str) -> float | None:
+    """How far apart a row's runs are for one figure: (max - min) / median."""
+    values: list[float] = [
+        r["figures"][key] for r in entry.get("runs", []) if r["figures"].get(key)
+    ]
+    if len(values) < 2:
+        return None
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def deadlines_table(document: dict[str, Any]) -> list[str]:
+    """queue_core with deadlines off (its ``no_deadlines`` row) against on (its own row,
+    the default): the change per figure, and how much each row's runs varied."""
+    libraries = document["libraries"]
+    on_entry = libraries.get("queue_core", {})
+    off_entry = libraries.get("queue_core+no_deadlines", {})
+    on, off = on_entry.get("figures"), off_entry.get("figures")
+    if not off or not on:
+        return [
+            "Not measured in this run (it needs the queue_core and queue_core+no_deadlines rows)."
+        ]
+    lines = [
+        "| figure | deadlines off | on (default: the queue_core row) | change "
+        "| spread between runs (off; on) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for column in COLUMNS:
+        if column.key not in DEADLINE_FIGURES:
+            continue
+        a, b = off.get(column.key), on.get(column.key)
+        if a is None or b is None or a == 0:
+            continue
+        spreads = [spread(entry, column.key) for entry in (off_entry, on_entry)]
+        shown = (
+            "-"
+            if spreads == [None, None]
+            else "; ".join("-" if s is None else f"{s:.1%}" for s in spreads)
+        )
+        lines.append(
+            f"| {column.header} | {number(a, column.digits)} | {number(b, column.digits)} "
+            f"| {(b - a) / a:+.1%} | {shown} |"
         )
     return lines
 
@@ -268,6 +327,19 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
         "second.",
         "",
         *otel_table(document),
+        "",
+        f"{heading}# Deadlines off and on",
+        "",
+        "queue_core's default is a deadline on every Redis call (`redis_timeout=5.0`): the "
+        "**on** column is the queue_core row above. **Off** is the row *queue_core, no "
+        "deadlines*: the same code with `redis_timeout=None` in the producer (`Queue`) and "
+        "in the workers (`Worker`), run in the same rotation. On costs the producer one "
+        "asyncio timer per call and a worker one watchdog timer for its command pipeline. "
+        "Change: on / off - 1 (for /s, negative is slower; for ms, positive is slower). "
+        "Spread: (max - min) / median over each row's runs, the noise a change is to be "
+        "read against.",
+        "",
+        *deadlines_table(document),
         "",
         f"{heading}# Worker memory over a long run",
         "",

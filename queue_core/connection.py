@@ -7,13 +7,12 @@ redirect to a plain client names its fix.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import redis
@@ -59,7 +58,6 @@ __all__ = [
     "SyncClient",
     "check_server",
     "check_server_sync",
-    "deadline",
     "redis_errors",
     "server_address",
     "to_deadline",
@@ -146,21 +144,13 @@ def create_sync_client(url: str | None, timeout: float | None = None) -> redis.R
 
 
 def to_deadline(value: object) -> float | None:
-    """Validate a ``redis_timeout`` option: seconds, a ``timedelta``, or None (no deadline)."""
+    """Validate a ``redis_timeout`` option: seconds, a ``timedelta``, or None (no deadline).
+
+    Async calls apply it with ``asyncio.timeout``: one timer per call, not per read (past
+    it the call is cancelled, its connection dropped, and ``TimeoutError`` raised)."""
     if value is None:
         return None
     return to_seconds(value, "redis_timeout", allow_zero=False)
-
-
-@asynccontextmanager
-async def deadline(seconds: float | None) -> AsyncIterator[None]:
-    """Bound an async Redis call: past ``seconds`` it is cancelled (its connection is
-    dropped, not reused) and ``TimeoutError`` is raised. One timer per call, not per read."""
-    if seconds is None:
-        yield
-        return
-    async with asyncio.timeout(seconds):
-        yield
 
 
 def _as_typed_error(operation: str, exc: BaseException, timeout: float | None) -> QueueError:

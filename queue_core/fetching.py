@@ -14,7 +14,6 @@ import structlog
 
 from queue_core.attempts import JobRunner
 from queue_core.commands import Fetched, parse_fetch
-from queue_core.connection import deadline
 from queue_core.hooks import RateLimitEvent, notify
 from queue_core.options import to_ms, to_seconds
 from queue_core.scripts import load_script, run_script
@@ -162,7 +161,7 @@ class Fetcher:
 
         async def poke() -> None:
             with suppress(Exception):  # best effort: the blocking wait times out anyway
-                async with deadline(ctx.redis.timeout):
+                async with asyncio.timeout(ctx.redis.timeout):
                     await ctx.client.zadd(ctx.keys["marker"], {"0": 0})
 
         with ctx.internal("wake"):  # the task copies this context

@@ -15,7 +15,6 @@ from typing import Any, Final
 import structlog
 
 from queue_core.commands import parse_quarantined
-from queue_core.connection import deadline
 from queue_core.decoding import snapshot_to_job
 from queue_core.hooks import StalledEvent, notify
 from queue_core.job import Job
@@ -58,7 +57,7 @@ class LockRenewer:
             args.extend(pair)
         try:
             with ctx.internal("renew_locks"):
-                async with deadline(ctx.redis.timeout):
+                async with asyncio.timeout(ctx.redis.timeout):
                     reply = await run_script(ctx.client, _EXTEND, ctx.keys, args)
         except Exception as exc:
             if not is_redis_fault(exc, ctx.client):
@@ -104,7 +103,7 @@ class StalledRecovery:
         ctx = self.ctx
         try:
             with ctx.internal("recover_stalled"):
-                async with deadline(ctx.redis.timeout):
+                async with asyncio.timeout(ctx.redis.timeout):
                     reply = await run_script(
                         ctx.client, _RECOVER, ctx.keys, [self.max_stalled_count, _RECOVER_BATCH]
                     )
@@ -139,7 +138,7 @@ class StalledRecovery:
         failed: list[Job] = []
         for job_id in failed_ids:
             with suppress(Exception):  # a job that cannot be read is left out of the event
-                async with deadline(ctx.redis.timeout):
+                async with asyncio.timeout(ctx.redis.timeout):
                     snapshot = await run_script(ctx.client, _GET_JOB, ctx.keys, [job_id])
                 if snapshot is not None:
                     failed.append(

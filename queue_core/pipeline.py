@@ -97,9 +97,11 @@ class CommandPipeline:
 
     async def _write(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
         try:
-            # A frozen server accepts the TCP connection and never answers its handshake.
-            async with asyncio.timeout(self._timeout):
-                connection = await self._ensure_connection()
+            connection = self._connection
+            if connection is None:
+                # A frozen server accepts the TCP connection and never answers its handshake.
+                async with asyncio.timeout(self._timeout):
+                    connection = await self._ensure_connection()
         except BaseException as error:  # Redis unreachable: every caller hears of it
             if isinstance(error, TimeoutError):
                 self._connection = None

@@ -22,11 +22,11 @@ from queue_core.connection import (
     check_decoding,
     check_server,
     create_async_client,
-    deadline,
     redis_errors,
     server_address,
     to_deadline,
 )
+from queue_core.deadlines import CallDeadlines
 from queue_core.decoding import snapshot_to_job
 from queue_core.errors import InvalidOptionError, JobNotFoundError, QueueError
 from queue_core.hooks import (
@@ -142,6 +142,7 @@ class Queue(QueueSettings):
         check_decoding(self.client)
         self.server_address, self.server_port = server_address(self.client)
         self._checked = False
+        self._deadlines = CallDeadlines(self.redis_timeout)
 
     async def __aenter__(self) -> Self:
         return self
@@ -159,11 +160,12 @@ class Queue(QueueSettings):
             await self.client.aclose()
 
     async def _call(self, operation: str, script: Any, args: list[Any]) -> Any:
-        with redis_errors(operation, self.redis_timeout):
-            async with deadline(self.redis_timeout):
-                if not self._checked:
-                    await self._connect()
-                return await run_script(self.client, script, self.keys, args)
+        # The deadline sits inside redis_errors, which turns its TimeoutError into
+        # RedisTimeoutError.
+        with redis_errors(operation, self.redis_timeout), self._deadlines():
+            if not self._checked:
+                await self._connect()
+            return await run_script(self.client, script, self.keys, args)
 
     async def _connect(self) -> None:
         hooks = self.hooks.snapshot().around_internal
@@ -255,9 +257,8 @@ class Queue(QueueSettings):
         return kept
 
     async def get_logs(self, job: Job) -> list[str]:
-        with redis_errors("get_logs", self.redis_timeout):
-            async with deadline(self.redis_timeout):
-                raw = await self.client.hget(self.keys["logs"], job.id)
+        with redis_errors("get_logs", self.redis_timeout), self._deadlines():
+            raw = await self.client.hget(self.keys["logs"], job.id)
         return [] if raw is None else list(json.loads(raw))
 
     async def move_to_delayed(self, job: Job, when: float | timedelta | datetime) -> None:

@@ -21,7 +21,7 @@ import structlog
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError, ResponseError
 
-from queue_core.connection import REDIRECT_ERRORS, TRANSIENT_ERRORS, deadline
+from queue_core.connection import REDIRECT_ERRORS, TRANSIENT_ERRORS
 from queue_core.hooks import HookRegistry, WorkerErrorEvent, notify
 
 __all__ = ["UNHEALTHY_AFTER", "Backoff", "RedisRetry", "Supervisor", "is_redis_fault"]
@@ -97,7 +97,7 @@ class RedisRetry:
         while True:
             try:
                 if bounded:
-                    async with deadline(self.timeout):
+                    async with asyncio.timeout(self.timeout):
                         result = await call()
                 else:
                     result = await call()

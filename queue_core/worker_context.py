@@ -18,7 +18,7 @@ from typing import Any, Final, TypeVar
 import structlog
 
 from queue_core.commands import Fetched, FetchSettings, Settled
-from queue_core.connection import AsyncClient, deadline
+from queue_core.connection import AsyncClient
 from queue_core.hooks import Around, HookRegistry, InternalEvent, QuarantineEvent, notify
 from queue_core.job import Job, JobBackend
 from queue_core.keys import QueueKeys
@@ -165,7 +165,7 @@ class WorkerContext:
             prefixes = [self.fetch_settings.call_prefix(call) + ":" for call in calls]
             args = [len(prefixes), *prefixes, *self.held]
             try:
-                async with deadline(self.redis.timeout):
+                async with asyncio.timeout(self.redis.timeout):
                     released = await run_script(self.client, _RELEASE, self.keys, args)
             except Exception as exc:  # Redis still away: the next pass, or stalled recovery
                 _log.warning("orphan_release_failed", queue=self.name, error=repr(exc))

@@ -1,6 +1,7 @@
-"""The benchmark harness: a quick run of queue_core in its own venv (created under
-bench/.venvs when missing, as `make bench` does; plus a peer whose venv already exists),
-and the report logic on a made-up document. Speed is measured, never asserted."""
+"""The benchmark harness: a quick run of queue_core, with deadlines on (its default) and
+off, in its own venv (created under bench/.venvs when missing, as `make bench` does; plus
+a peer whose venv already exists), and the report logic on a made-up document. Speed is
+measured, never asserted."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import pytest
 from bench import report
 from bench.libraries import BY_KEY, LIBRARIES, PROJECT
 from bench.peers._kit import Params, percentile
+from bench.peers.queue_core import QueueCore, deadline_options
 from bench.run import FIGURES, VENVS, build_params, medians, parse_args, select
 
 ROOT = Path(__file__).resolve().parent.parent
 # A peer that installs and runs quickly; used only when its venv is already there (the
 # test suite does not create venvs: that needs the network and takes a while).
 FAST_PEER = "bullmq"
+NO_DEADLINES = "queue_core+no_deadlines"
 
 
 def _ready_peer() -> list[str]:
@@ -35,7 +38,7 @@ def _ready_peer() -> list[str]:
 
 @pytest.mark.timeout(180)
 def test_quick_run_writes_results(tmp_path: Path) -> None:
-    keys = ["queue_core", *_ready_peer()]
+    keys = ["queue_core", NO_DEADLINES, *_ready_peer()]
     done = subprocess.run(
         [
             sys.executable,
@@ -80,8 +83,17 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     assert "README.md left alone" in done.stderr
     assert document["libraries"]["queue_core"]["ours"] is True
     assert document["libraries"]["queue_core"]["requirements"] == ["-e ."]
+    variant = document["libraries"][NO_DEADLINES]
+    assert variant["ours"] is True and variant["variant"] == "no_deadlines"
+    assert "redis_timeout" in variant["settings"]
+    assert "redis_timeout" not in document["libraries"]["queue_core"]["settings"]
     markdown = (tmp_path / "latest.md").read_text()
     assert "| queue_core 0.1.0 |" in markdown
+    assert "| queue_core, no deadlines 0.1.0 |" in markdown
+    deadlines = markdown.split("#### Deadlines off and on", 1)[1].split("####", 1)[0]
+    assert "| on (default: the queue_core row) |" in deadlines
+    for header in ("enqueue /s", "bulk enqueue /s", "1 worker jobs/s", "2 workers jobs/s"):
+        assert f"| {header} |" in deadlines, header
     assert "python -m bench.run --quick" in markdown
 
 
@@ -161,6 +173,43 @@ def test_report_ratios_to_the_best_and_failures() -> None:
     assert "1.0 (0.50x)" in row_ours and "**" not in row_ours
 
 
+def test_report_deadlines_off_and_on() -> None:
+    document = _document()
+    assert "Not measured in this run" in report.render(document).split("Deadlines off")[1]
+
+    def runs(*values: float) -> list[dict[str, Any]]:
+        return [{"figures": {"process1_per_s": v}, "params": {}, "details": {}} for v in values]
+
+    on = {"enqueue_per_s": 990.0, "process1_per_s": 4900.0, "memory_bytes_per_job": 400.0}
+    off = {"enqueue_per_s": 1000.0, "process1_per_s": 5000.0, "memory_bytes_per_job": 400.0}
+    libraries = document["libraries"]
+    libraries["queue_core"] = {
+        **libraries.pop("ours"),
+        "label": "queue_core",
+        "figures": on,
+        "runs": runs(4800.0, 4900.0, 5045.0),
+    }
+    libraries[NO_DEADLINES] = {
+        **libraries["queue_core"],
+        "label": "queue_core, no deadlines",
+        "figures": off,
+        "runs": runs(5000.0, 5000.0, 5100.0),
+    }
+    markdown = report.render(document)
+    section = markdown.split("#### Deadlines off and on", 1)[1].split("####", 1)[0]
+    assert "the **on** column is the queue_core row above" in section
+    assert "| enqueue /s | 1,000 | 990 | -1.0% | - |" in section
+    assert "| 1 worker jobs/s | 5,000 | 4,900 | -2.0% | 2.0%; 5.0% |" in section
+    assert "Redis bytes/job" not in section  # deadlines add no data to Redis
+    # Both rows are this project's: compared with the best peer, never counted as one.
+    for label, enqueue in (
+        ("queue_core 1.0", "| 990 (4.95x) |"),
+        ("queue_core, no deadlines 1.0", "| 1,000 (5.00x) |"),
+    ):
+        row = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
+        assert enqueue in row and "**" not in row, row
+
+
 def test_readme_section_is_replaced(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{report.START}\nOLD TABLE\n{report.END}\n\n## next\n")
@@ -197,6 +246,16 @@ def test_harness_helpers() -> None:
         "taskiq",
         "bullmq",
     }
+    variant = BY_KEY[NO_DEADLINES]  # the same code and venv as queue_core, deadlines off
+    assert (variant.module, variant.venv, variant.variant) == (
+        "queue_core",
+        BY_KEY["queue_core"].venv,
+        "no_deadlines",
+    )
+    assert deadline_options("no_deadlines") == {"redis_timeout": None}
+    assert deadline_options("") == deadline_options("otel") == {}  # the default deadline
+    with pytest.raises(ValueError, match="unknown variant 'no_deadline'"):
+        QueueCore("no_deadline")
     by_venv: dict[str, set[tuple[str, ...]]] = {}
     for library in LIBRARIES:  # variants sharing a venv (installed once) need the same pins
         by_venv.setdefault(library.venv, set()).add(library.requirements)

@@ -10,6 +10,11 @@ Variant ``otel``: ``queue_otel`` on in the producer and in the workers: every tr
 sampled (ALWAYS_ON), a ``BatchSpanProcessor`` into an exporter that drops the spans, and
 metrics through a ``PeriodicExportingMetricReader`` every second into one that drops them
 (the set-up of ``bench/otel_overhead.py``); log export off.
+
+Variant ``no_deadlines``: per-call deadlines off, ``redis_timeout=None`` in the producer's
+``Queue`` and in every ``Worker``. Without a variant both keep the default deadline (5 s):
+one timer bounds all of a producer's calls in flight (queue_core/deadlines.py), and one
+watchdog timer a worker's command pipeline. The two rows side by side show what they cost.
 """
 
 from __future__ import annotations
@@ -17,12 +22,20 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from bench.peers import _kit
 from queue_core import Job, JobSpec, Queue, Worker, configure_logging
 
 CONCURRENCY = int(os.environ.get("BENCH_QC_CONCURRENCY", "10"))
 MODULE = "bench.peers.queue_core"
+VARIANTS = ("", "otel", "no_deadlines")
+
+
+def deadline_options(variant: str) -> dict[str, Any]:
+    """``Queue``/``Worker`` keyword arguments: deadlines off for ``no_deadlines``, else
+    nothing (the library's default deadline)."""
+    return {"redis_timeout": None} if variant == "no_deadlines" else {}
 
 
 def instrument() -> Callable[[], None]:
@@ -52,6 +65,8 @@ class QueueCore(_kit.Peer):
     concurrent_fill = True
 
     def __init__(self, variant: str = "") -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; known: {VARIANTS}")
         super().__init__(variant)
         self.queue: Queue | None = None
         self._off: Callable[[], None] | None = None
@@ -68,12 +83,14 @@ class QueueCore(_kit.Peer):
                 "on in producer and workers: ALWAYS_ON sampler, BatchSpanProcessor to a "
                 "dropping exporter, metrics read every 1 s, log export off"
             )
+        if self.variant == "no_deadlines":
+            out["redis_timeout"] = "None in Queue and Worker: per-call deadlines off (default: 5 s)"
         return out
 
     async def open(self, url: str, queue: str) -> None:
         if self.variant == "otel" and self._off is None:
             self._off = instrument()
-        self.queue = Queue(queue, redis=url)
+        self.queue = Queue(queue, redis=url, **deadline_options(self.variant))
 
     async def close(self) -> None:
         if self.queue is not None:
@@ -101,8 +118,15 @@ async def noop(job: Job) -> None:
 
 def worker_main() -> int:
     configure_logging()
-    off = instrument() if _kit.env_variant() == "otel" else None
-    worker = Worker(_kit.env_queue(), noop, redis=_kit.env_url(), concurrency=CONCURRENCY)
+    variant = _kit.env_variant()
+    off = instrument() if variant == "otel" else None
+    worker = Worker(
+        _kit.env_queue(),
+        noop,
+        redis=_kit.env_url(),
+        concurrency=CONCURRENCY,
+        **deadline_options(variant),
+    )
     try:
         asyncio.run(worker.run())
     finally:
