@@ -183,6 +183,8 @@ def _connection_kwargs(client: Any) -> dict[str, Any]:
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
         return dict(pool.connection_kwargs)
+    if hasattr(client, "get_connection_kwargs"):  # a cluster client, before it connects too
+        return dict(client.get_connection_kwargs())
     node = client.get_default_node() if hasattr(client, "get_default_node") else None
     if node is not None and getattr(node, "connection_kwargs", None) is not None:
         return dict(node.connection_kwargs)

@@ -11,13 +11,14 @@ from datetime import timedelta
 from typing import Any, Final
 
 import structlog
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from queue_core.attempts import JobRunner
 from queue_core.commands import Fetched, parse_fetch
 from queue_core.hooks import RateLimitEvent, notify
 from queue_core.options import to_ms, to_seconds
 from queue_core.scripts import load_script, run_script
-from queue_core.supervision import is_redis_fault
+from queue_core.supervision import Backoff, is_redis_fault
 from queue_core.worker_context import WorkerContext
 
 __all__ = ["WATCHDOG_S", "Fetcher"]
@@ -39,6 +40,7 @@ class Fetcher:
         self.block_cap = block_cap  # the longest blocking wait, in seconds
         self.errors = ctx.supervisor("fetch")
         self.blocking: asyncio.Future[Any] | None = None
+        self._wait_backoff = Backoff()
         self._refused_logged_at = -_REFUSED_LOG_EVERY_S
         runner.on_hold = self.hold
 
@@ -116,7 +118,7 @@ class Fetcher:
                 # local timer pokes the marker when the delayed job falls due.
                 timeout = due_in + 0.25
                 poke = asyncio.get_running_loop().call_later(due_in, self._poke_marker)
-        blocking = asyncio.ensure_future(ctx.client.bzpopmin(ctx.keys["marker"], timeout))
+        blocking = asyncio.ensure_future(self._block(timeout))
         self.blocking = blocking
         try:
             done, _ = await asyncio.wait({blocking}, timeout=timeout + WATCHDOG_S)
@@ -134,10 +136,12 @@ class Fetcher:
             try:
                 blocking.result()
                 ctx.redis.contact()
+                self._wait_backoff.reset()
             except Exception as exc:
                 if not is_redis_fault(exc, ctx.client):
                     raise
-                delay = ctx.redis.backoff.next()
+                ctx.redis.failures += 1
+                delay = self._wait_backoff.next()
                 _log.warning(
                     "redis_unavailable",
                     operation="wait",
@@ -151,6 +155,19 @@ class Fetcher:
             self.blocking = None
             if poke is not None:
                 poke.cancel()
+
+    async def _block(self, block_s: float) -> object:
+        """BZPOPMIN on the marker. Through a cluster client, on the queue's node itself:
+        the client's own path treats a blocking call's quiet as a node failure, retries it
+        and re-reads the slot map for every queue it serves; a redirect after a failover
+        is a Redis fault here, and the next fetch through the client finds the new node."""
+        client, marker = self.ctx.client, self.ctx.keys["marker"]
+        if isinstance(client, AsyncRedisCluster):
+            node = client.get_node_from_key(marker)
+            if node is None:  # no slot map yet: the client finds the node itself
+                return await client.bzpopmin(marker, block_s)
+            return await node.execute_command("BZPOPMIN", marker, block_s)
+        return await client.bzpopmin(marker, block_s)
 
     def cancel_wait(self) -> None:
         if self.blocking is not None:

@@ -79,7 +79,7 @@ class RedisRetry:
         self.queue = queue
         self.worker_id = worker_id
         self.timeout = timeout
-        self.backoff = Backoff()
+        self.failures = 0  # faults since Redis last answered, for the reconnect log
         self.last_contact: float | None = None  # time.monotonic() of the last reply
 
     async def call(
@@ -93,7 +93,11 @@ class RedisRetry:
     ) -> T:
         """``call()`` until it succeeds; ``give_up()`` is asked after each fault (the fault
         is raised when it says so). ``bounded``: apply the deadline here (calls through the
-        command pipeline have the pipeline's own). ``on_fault`` hears of each fault."""
+        command pipeline have the pipeline's own). ``on_fault`` hears of each fault.
+
+        Each call backs off on its own: five slots meeting one fault each must not push
+        the next retry of all of them out to seconds (measured in a Cluster failover)."""
+        backoff = Backoff()
         while True:
             try:
                 if bounded:
@@ -106,7 +110,8 @@ class RedisRetry:
                     raise
                 if on_fault is not None:
                     on_fault()
-                delay = self.backoff.next()
+                self.failures += 1
+                delay = backoff.next()
                 _log.warning(
                     "redis_unavailable",
                     operation=operation,
@@ -124,7 +129,7 @@ class RedisRetry:
 
     def contact(self) -> None:
         self.last_contact = time.monotonic()
-        failures = self.backoff.reset()
+        failures, self.failures = self.failures, 0
         if failures:
             _log.info(
                 "redis_reconnected",

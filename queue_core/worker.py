@@ -28,6 +28,7 @@ from typing import Any, Self
 
 import structlog
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from queue_core.attempts import JobRunner, Processors
 from queue_core.commands import FetchSettings
@@ -333,6 +334,10 @@ class Worker:
         ctx = self._ctx
 
         async def connect() -> Any:
+            if isinstance(self.client, AsyncRedisCluster):
+                # The slot map first: before it, commands go to a random node, and its
+                # MOVED replies make redis-py close connections other calls are using.
+                await self.client.initialize()
             await check_server(self.client)
             await preload(self.client)
             # A first read of the queue's keys: a plain client to the wrong Cluster node
