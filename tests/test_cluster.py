@@ -20,12 +20,14 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from queue_core import (
     Backoff,
+    ClusterClientRequiredError,
     InvalidOptionError,
     Job,
     JobOptions,
     JobSpec,
     JobState,
     Queue,
+    SyncQueue,
     Worker,
 )
 from queue_core.keys import QueueKeys
@@ -197,3 +199,34 @@ async def test_server_address_is_the_node_serving_the_queue(
     await queue.add("x", 1)
     assert queue.server_address == "127.0.0.1"
     assert queue.server_port == owner_of(admin, queue.keys["wait"])
+
+
+async def test_a_plain_client_to_the_wrong_node_gets_a_clear_error(
+    cluster: RedisCluster, admin: redis.Redis
+) -> None:
+    """MOVED to a non-cluster client names the fix, from the producer (async and sync) and
+    at a worker's start, and nothing is written."""
+    node = cluster.nodes[0]
+    names = queue_names_on_every_node(admin, len(cluster.nodes))
+    elsewhere = next(name for port, name in names.items() if port != node.port)
+    url = f"redis://127.0.0.1:{node.port}/0"
+    async with Queue(elsewhere, redis=url) as queue:
+        with pytest.raises(ClusterClientRequiredError, match="cluster client"):
+            await queue.add("job", 1)
+    with (
+        SyncQueue(elsewhere, redis=url) as sync_queue,
+        pytest.raises(ClusterClientRequiredError, match="RedisCluster"),
+    ):
+        sync_queue.get_counts()
+
+    async def process(job: Job) -> None:
+        return None
+
+    worker = Worker(elsewhere, process, redis=url)
+    with pytest.raises(ClusterClientRequiredError, match=elsewhere):
+        await worker.run(handle_signals=False)
+    owner = next(
+        n for n in cluster.nodes if n.port == owner_of(admin, QueueKeys(elsewhere)["wait"])
+    )
+    with owner.client() as client:
+        assert client.keys(f"*{elsewhere}*") == []
