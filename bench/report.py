@@ -333,8 +333,9 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
         "queue_core's default is a deadline on every Redis call (`redis_timeout=5.0`): the "
         "**on** column is the queue_core row above. **Off** is the row *queue_core, no "
         "deadlines*: the same code with `redis_timeout=None` in the producer (`Queue`) and "
-        "in the workers (`Worker`), run in the same rotation. On costs the producer one "
-        "asyncio timer per call and a worker one watchdog timer for its command pipeline. "
+        "in the workers (`Worker`), run in the same rotation. On costs a producer one "
+        "shared timer for all its calls in flight and a worker one watchdog timer for its "
+        "command pipeline. "
         "Change: on / off - 1 (for /s, negative is slower; for ms, positive is slower). "
         "Spread: (max - min) / median over each row's runs, the noise a change is to be "
         "read against.",
