@@ -51,6 +51,11 @@ def job_from_wire(
 ) -> Job:
     """Build a ``Job`` from stored parts. ``record`` is a dict when a script has just
     checked it (a worker's fetch); raw bytes are checked here by the scripts' rules."""
+    if isinstance(record, dict) and envelope is not None and state is JobState.ACTIVE:
+        try:  # a worker's fetch, read at once; on any problem, part by part below
+            return _fetched_job(queue_name, job_id, envelope, record, serializer, backend=backend)
+        except Exception:  # noqa: S110 - the careful path names what is wrong
+            pass
     parts = _Parts(envelope, record)
     # Every part is read on its own, so that one bad part does not hide the others and
     # a listing can still show what is readable.
@@ -100,6 +105,39 @@ def job_from_wire(
             raise corrupt_error
         job.read_error = corrupt_error
     return job
+
+
+def _fetched_job(
+    queue_name: str,
+    job_id: str,
+    envelope: bytes,
+    record: dict[str, Any],
+    serializer: Serializer,
+    *,
+    backend: JobBackend | None,
+) -> Job:
+    """The hot path of a worker: a job just fetched (active; no result, error or
+    progress to read), every part sound."""
+    env = decode_envelope(envelope)
+    enqueued_at = ms_to_datetime(record["ts"])
+    assert enqueued_at is not None
+    return Job(
+        id=job_id,
+        name=env.name,
+        data=serializer.loads(env.payload),
+        queue_name=queue_name,
+        options=JobOptions.from_wire(env.options),
+        headers=env.headers,
+        state=JobState.ACTIVE,
+        enqueued_at=enqueued_at,
+        attempts_started=record.get("ats", 0),
+        attempts_made=record.get("atm", 0),
+        stalled_count=record.get("stc", 0),
+        started_at=ms_to_datetime(record.get("pon")),
+        finished_at=ms_to_datetime(record.get("fon")),
+        _token=record.get("tok"),
+        _backend=backend,
+    )
 
 
 def snapshot_to_job(
