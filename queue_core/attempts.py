@@ -305,7 +305,7 @@ class JobRunner:
     ) -> RawJob | None:
         if settled is None:
             return None
-        self.settle_errors.failures = 0
+        self.settle_errors.succeeded()
         quarantined = settled.fetched.quarantined
         if settled.status in (SETTLED, ALREADY_SETTLED):
             self.ctx.running.pop(job.id, None)  # no lock to renew any more, even during hooks

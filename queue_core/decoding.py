@@ -72,14 +72,8 @@ def job_from_wire(
         state=state,
         enqueued_at=ms_to_datetime(rec["ts"]) if rec else _EPOCH,  # type: ignore[arg-type]
         _backend=backend,
+        **(_record_fields(rec) if rec else {}),
     )
-    if rec:
-        job.attempts_started = rec.get("ats", 0)
-        job.attempts_made = rec.get("atm", 0)
-        job.stalled_count = rec.get("stc", 0)
-        job.started_at = ms_to_datetime(rec.get("pon"))
-        job.finished_at = ms_to_datetime(rec.get("fon"))
-        job._token = rec.get("tok")
     if state is JobState.DELAYED and score:
         job.delayed_until = ms_to_datetime(float(score))
     if progress:
@@ -130,14 +124,21 @@ def _fetched_job(
         headers=env.headers,
         state=JobState.ACTIVE,
         enqueued_at=enqueued_at,
-        attempts_started=record.get("ats", 0),
-        attempts_made=record.get("atm", 0),
-        stalled_count=record.get("stc", 0),
-        started_at=ms_to_datetime(record.get("pon")),
-        finished_at=ms_to_datetime(record.get("fon")),
-        _token=record.get("tok"),
         _backend=backend,
+        **_record_fields(record),
     )
+
+
+def _record_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The ``Job`` fields a record holds, besides the enqueue time."""
+    return {
+        "attempts_started": record.get("ats", 0),
+        "attempts_made": record.get("atm", 0),
+        "stalled_count": record.get("stc", 0),
+        "started_at": ms_to_datetime(record.get("pon")),
+        "finished_at": ms_to_datetime(record.get("fon")),
+        "_token": record.get("tok"),
+    }
 
 
 def snapshot_to_job(

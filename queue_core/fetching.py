@@ -140,7 +140,7 @@ class Fetcher:
             except Exception as exc:
                 if not is_redis_fault(exc, ctx.client):
                     raise
-                ctx.redis.failures += 1
+                ctx.redis.fault()
                 delay = self._wait_backoff.next()
                 _log.warning(
                     "redis_unavailable",

@@ -177,20 +177,16 @@ class CommandPipeline:
         if loop.time() < overdue_at:
             self._watchdog = loop.call_at(overdue_at, self._check_deadline)
             return
-        connection, self._connection = self._connection, None
-        _fail(
-            (future for future, _ in self._in_flight),
-            RedisTimeoutError(f"Redis did not answer within {self._timeout} s"),
-        )
-        self._in_flight.clear()
+        # Detached at once, before the reader's cancellation could fail the callers
+        # with its own error instead of the timeout.
+        connection = self._connection
+        error = RedisTimeoutError(f"Redis did not answer within {self._timeout} s")
+        if self._detach(error, connection) is None:
+            return
         if self._reader is not None and self._read_from is connection:
             self._reader.cancel()  # it waits on the connection being dropped
-        if connection is not None:
-            self._releasing = asyncio.ensure_future(self._discard(connection))
-
-    async def _discard(self, connection: AbstractConnection) -> None:
-        await connection.disconnect(nowait=True)
-        await self._pool.release(connection)
+        assert connection is not None
+        self._releasing = asyncio.ensure_future(self._give_back(connection, broken=True))
 
     def _release_if_idle(self) -> None:
         self._idle_timer = None
@@ -215,16 +211,29 @@ class CommandPipeline:
     ) -> None:
         """The connection broke (or the pipeline closes): fail every call whose reply was
         still due, and give the connection back, disconnected if anything was in flight."""
+        broken = bool(self._in_flight) or connection is not None
+        current = self._detach(error, connection)
+        if current is not None:
+            await self._give_back(current, broken=broken)
+
+    def _detach(
+        self, error: Exception, connection: AbstractConnection | None
+    ) -> AbstractConnection | None:
+        """Stop using the connection (``connection``, if still the current one) and fail
+        every call whose reply was still due; the connection to give back, or None when
+        another task dropped it already."""
         current = self._connection
         if current is None or (connection is not None and connection is not current):
-            return  # already dropped by the other task
+            return None
         self._connection = None
-        broken = bool(self._in_flight) or connection is not None
         _fail((future for future, _ in self._in_flight), error)
         self._in_flight.clear()
-        if broken:
-            await current.disconnect(nowait=True)
-        await self._pool.release(current)
+        return current
+
+    async def _give_back(self, connection: AbstractConnection, *, broken: bool) -> None:
+        if broken:  # its state is unknown: never reuse it
+            await connection.disconnect(nowait=True)
+        await self._pool.release(connection)
 
 
 def _fail(futures: Any, error: Exception) -> None:

@@ -110,7 +110,7 @@ class RedisRetry:
                     raise
                 if on_fault is not None:
                     on_fault()
-                self.failures += 1
+                self.fault()
                 delay = backoff.next()
                 _log.warning(
                     "redis_unavailable",
@@ -126,6 +126,10 @@ class RedisRetry:
                 continue
             self.contact()
             return result
+
+    def fault(self) -> None:
+        """A call met a Redis fault (``contact`` logs the reconnection once it answers)."""
+        self.failures += 1
 
     def contact(self) -> None:
         self.last_contact = time.monotonic()
@@ -148,7 +152,6 @@ class Supervisor:
         self.worker_id = worker_id
         self.hooks = hooks
         self.failures = 0
-        self.total_failures = 0
         self._backoff = Backoff(cap=10.0)
 
     @property
@@ -166,17 +169,20 @@ class Supervisor:
             await self.failed(exc)
             await sleep(self._backoff.next())
             return None
+        self.succeeded()
+        return result
+
+    def succeeded(self) -> None:
+        """A round of the loop went through: it counts as healthy again."""
         if self.failures:
             _log.info("worker_loop_recovered", loop=self.loop, queue=self.queue,
                       worker_id=self.worker_id, after_failures=self.failures)  # fmt: skip
         self.failures = 0
         self._backoff.reset()
-        return result
 
     async def failed(self, exc: BaseException) -> None:
         """Report an unexpected error of this loop (logged with its traceback, hooks told)."""
         self.failures += 1
-        self.total_failures += 1
         _log.error(
             "worker_loop_failed",
             loop=self.loop,

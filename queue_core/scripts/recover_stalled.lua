@@ -16,7 +16,7 @@ Returns: {{requeued ids}, {failed ids}, quarantined}, quarantined being {id, rea
 ]]
 --@include allow_when_full
 --@include now_ms
---@include wait_score
+--@include requeue
 --@include quarantine
 --@include finish
 
@@ -47,10 +47,7 @@ for _, id in ipairs(expired) do
       finish(K, id, rec, K.failed, rec.rfn or -1, rec.rfa or -1, now)
       failed[#failed + 1] = id
     else
-      redis.call('ZREM', K.active, id)
-      rec.rdy = now
-      redis.call('HSET', K.state, id, cjson.encode(rec))
-      redis.call('ZADD', K.wait, wait_score(K, rec.p or 0, false), id)
+      requeue(K, id, rec, now, false)
       requeued[#requeued + 1] = id
     end
   end

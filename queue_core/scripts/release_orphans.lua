@@ -17,7 +17,7 @@ Returns: the ids released.
 ]]
 --@include allow_when_full
 --@include now_ms
---@include wait_score
+--@include requeue
 --@include record
 
 allow_when_full(K)
@@ -34,12 +34,9 @@ for _, id in ipairs(redis.call('ZRANGE', K.active, 0, 9999)) do
     if rec and rec.tok then
       for i = 2, n + 1 do
         if string.sub(rec.tok, 1, #ARGV[i]) == ARGV[i] then
-          redis.call('ZREM', K.active, id)
           rec.tok = nil
           rec.ats = math.max(0, (rec.ats or 1) - 1)
-          rec.rdy = now
-          redis.call('HSET', K.state, id, cjson.encode(rec))
-          redis.call('ZADD', K.wait, wait_score(K, rec.p or 0, true), id)
+          requeue(K, id, rec, now, true)
           released[#released + 1] = id
           break
         end
