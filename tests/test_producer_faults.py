@@ -10,7 +10,15 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from queue_core import Job, JobSpec, Queue, RedisUnavailableError, SyncQueue, Worker
+from queue_core import (
+    InvalidOptionError,
+    Job,
+    JobSpec,
+    Queue,
+    RedisUnavailableError,
+    SyncQueue,
+    Worker,
+)
 from tests.redis_server import RedisServer
 
 
@@ -78,3 +86,18 @@ async def test_a_server_that_drops_idle_clients_costs_no_call(queue_name: str) -
     assert len(connected) <= 2, connected  # the blocked worker and this one: idle ones closed
     problems = [e for e in logs if e["log_level"] in ("warning", "error")]
     assert problems == []
+
+
+@pytest.mark.parametrize("bad", ["5", -1, 0, float("nan"), True, [5]])
+def test_a_bad_redis_timeout_is_refused_before_anything_connects(bad: object) -> None:
+    def noop(job: Job) -> None:
+        return None
+
+    url = "redis://127.0.0.1:1/0"  # nothing listens: a refusal must come first
+    for build in (
+        lambda: Queue("q", redis=url, redis_timeout=bad),  # type: ignore[arg-type]
+        lambda: SyncQueue("q", redis=url, redis_timeout=bad),  # type: ignore[arg-type]
+        lambda: Worker("q", noop, redis=url, redis_timeout=bad),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidOptionError, match="redis_timeout"):
+            build()

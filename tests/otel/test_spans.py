@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis.asyncio
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -418,3 +419,30 @@ async def test_stalled_failure_records_the_job_span(
     assert job_span.status.status_code is StatusCode.ERROR
     (attempt,) = telemetry.spans(f"process {queue.name}")
     assert attempt.attributes["queue_core.job.outcome"] == "interrupted"
+
+
+async def test_a_job_quarantined_at_its_settle_ends_its_spans_as_failed(
+    telemetry: Telemetry,
+    queue: Queue,
+    raw: redis.asyncio.Redis,
+    make_worker: Callable[..., Worker],
+) -> None:
+    """Its record goes bad while it runs: the settle quarantines it, and both the attempt
+    and the job span end as failed with CorruptJobError (none is left open)."""
+    corrupted = asyncio.Event()
+    job = await queue.add("x", 1)
+
+    async def victim(running: Job) -> None:
+        await raw.hset(queue.keys["state"], running.id, b"garbage")
+        corrupted.set()
+
+    await run_until(queue, make_worker, victim, failed=1)
+    assert corrupted.is_set()
+    await wait_for(lambda: len(telemetry.spans(f"job {queue.name}")) == 1)
+    (job_span,) = telemetry.spans(f"job {queue.name}")
+    (attempt,) = telemetry.spans(f"process {queue.name}")
+    for span in (job_span, attempt):
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes["error.type"] == "CorruptJobError"
+        assert span.attributes["queue_core.job.outcome"] == "failed"
+    assert attempt.attributes["messaging.message.id"] == job.id
