@@ -5,7 +5,7 @@ depends on: the peers pin conflicting versions of redis-py, and a development ve
 flatter no one (queue_core's has rich and the OpenTelemetry SDK, which structlog and
 redis-py import when they find them). queue_core is this checkout, installed editable
 (``PROJECT`` stands for its root), with the ``otel`` extra for the queue_otel row; its
-deadlines-off row shares the plain queue_core venv.
+deadlines-off and events-off rows share the plain queue_core venv.
 ``hiredis`` is installed next to every peer, pinned to the version queue_core gets
 through ``redis[hiredis]``, so that every library parses Redis replies with the same C
 parser.
@@ -55,6 +55,16 @@ LIBRARIES: tuple[Library, ...] = (
         variant="no_deadlines",
         note="queue_core with its per-call deadlines off (redis_timeout=None) in producer "
         "and workers; the queue_core row has them on (the default, 5 s)",
+    ),
+    Library(
+        "queue_core+no_events",
+        "queue_core, no events",
+        "queue_core",
+        "queue_core",
+        (f"-e {PROJECT}",),
+        variant="no_events",
+        note="queue_core with its job events stream off (queue.set_events_max_length(0)); "
+        "the queue_core row records every transition in the stream (the default)",
     ),
     Library("arq", "arq", "arq", "arq", ("arq==0.28.0", HIREDIS)),
     Library(

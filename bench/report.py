@@ -191,8 +191,9 @@ def otel_table(document: dict[str, Any]) -> list[str]:
     return lines
 
 
-# The figures per-call deadlines can move (they add timers to calls, not data to Redis).
-DEADLINE_FIGURES = (
+# The figures that deadlines and events can move (per-call costs of enqueueing and
+# processing).
+VARIANT_FIGURES = (
     "enqueue_per_s",
     "enqueue_p50_ms",
     "enqueue_p99_ms",
@@ -214,24 +215,22 @@ def spread(entry: dict[str, Any], key: str) -> float | None:
     return (max(values) - min(values)) / statistics.median(values)
 
 
-def deadlines_table(document: dict[str, Any]) -> list[str]:
-    """queue_core with deadlines off (its ``no_deadlines`` row) against on (its own row,
-    the default): the change per figure, and how much each row's runs varied."""
+def variant_table(document: dict[str, Any], off_key: str, what: str) -> list[str]:
+    """queue_core with a feature off (the ``off_key`` row) against on (its own row, the
+    default): the change per figure, and how much each row's runs varied."""
     libraries = document["libraries"]
     on_entry = libraries.get("queue_core", {})
-    off_entry = libraries.get("queue_core+no_deadlines", {})
+    off_entry = libraries.get(off_key, {})
     on, off = on_entry.get("figures"), off_entry.get("figures")
     if not off or not on:
-        return [
-            "Not measured in this run (it needs the queue_core and queue_core+no_deadlines rows)."
-        ]
+        return [f"Not measured in this run (it needs the queue_core and {off_key} rows)."]
     lines = [
-        "| figure | deadlines off | on (default: the queue_core row) | change "
+        f"| figure | {what} off | on (default: the queue_core row) | change "
         "| spread between runs (off; on) |",
         "|---|---:|---:|---:|---:|",
     ]
     for column in COLUMNS:
-        if column.key not in DEADLINE_FIGURES:
+        if column.key not in VARIANT_FIGURES:
             continue
         a, b = off.get(column.key), on.get(column.key)
         if a is None or b is None or a == 0:
@@ -340,7 +339,18 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
         "Spread: (max - min) / median over each row's runs, the noise a change is to be "
         "read against.",
         "",
-        *deadlines_table(document),
+        *variant_table(document, "queue_core+no_deadlines", "deadlines"),
+        "",
+        f"{heading}# Job events off and on",
+        "",
+        "queue_core records every transition of a job in its queue's events stream (an "
+        "`XADD MAXLEN ~ 10000` inside each transition's script: added, active, completed, "
+        "failed...; `QueueEvents` and `wait_until_finished` read it). The **on** column is "
+        "the queue_core row above; **off** is the row *queue_core, no events*: the same code "
+        "with `queue.set_events_max_length(0)`, run in the same rotation. "
+        "Change and spread as above.",
+        "",
+        *variant_table(document, "queue_core+no_events", "events"),
         "",
         f"{heading}# Worker memory over a long run",
         "",

@@ -9,11 +9,16 @@ from queue_core.errors import (
     ClusterClientRequiredError,
     CorruptJobError,
     DelayedError,
+    EventsDisabledError,
     InvalidOptionError,
+    JobCancelledError,
+    JobFailedError,
     JobNotFoundError,
+    JobStateError,
     JobTimeoutError,
     LockLostError,
     PayloadTooLargeError,
+    QueueBusyError,
     QueueError,
     RateLimitError,
     RedisFullError,
@@ -24,12 +29,14 @@ from queue_core.errors import (
     UnrecoverableError,
     UnsupportedFormatError,
 )
+from queue_core.events import QueueEvent, QueueEvents
 from queue_core.hooks import (
     EnqueuedJob,
     EnqueueEvent,
     Hook,
     InternalEvent,
     JobEvent,
+    OperationEvent,
     Outcome,
     ProcessEvent,
     QuarantineEvent,
@@ -42,8 +49,9 @@ from queue_core.hooks import (
 )
 from queue_core.job import Job, JobState
 from queue_core.log import configure_logging, register_log_processor, unregister_log_processor
-from queue_core.options import Backoff, JobOptions, KeepJobs, RateLimit
+from queue_core.options import Backoff, Dedup, JobOptions, KeepJobs, RateLimit
 from queue_core.queue import Queue
+from queue_core.registry import WorkerInfo
 from queue_core.retry import BackoffStrategy
 from queue_core.serializer import JsonSerializer, Serializer
 from queue_core.sync import SyncQueue
@@ -54,29 +62,38 @@ __all__ = [
     "BackoffStrategy",
     "ClusterClientRequiredError",
     "CorruptJobError",
+    "Dedup",
     "DelayedError",
     "EnqueueEvent",
     "EnqueuedJob",
+    "EventsDisabledError",
     "Hook",
     "InternalEvent",
     "InvalidOptionError",
     "Job",
+    "JobCancelledError",
     "JobEvent",
+    "JobFailedError",
     "JobNotFoundError",
     "JobOptions",
     "JobSpec",
     "JobState",
+    "JobStateError",
     "JobTimeoutError",
     "JsonSerializer",
     "KeepJobs",
     "LockLostError",
+    "OperationEvent",
     "Outcome",
     "PayloadTooLargeError",
     "ProcessEvent",
     "Processor",
     "QuarantineEvent",
     "Queue",
+    "QueueBusyError",
     "QueueError",
+    "QueueEvent",
+    "QueueEvents",
     "QueueStats",
     "RateLimit",
     "RateLimitError",
@@ -94,6 +111,7 @@ __all__ = [
     "Worker",
     "WorkerErrorEvent",
     "WorkerEvent",
+    "WorkerInfo",
     "configure_logging",
     "register_hook",
     "register_log_processor",

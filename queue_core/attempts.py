@@ -5,7 +5,9 @@ settle call handed back.
 A job whose stored data cannot be decoded never reaches the processor: it is failed for
 good with a ``CorruptJobError``. A settle that meets a Redis fault is retried (its lock
 token makes the retry safe); one that meets anything else is reported and the job is left
-to stalled recovery, so a slot never crashes on a settle.
+to stalled recovery, so a slot never crashes on a settle. A job cancelled while it runs
+(``queue.cancel``, heard by ``cancel()``) ends its attempt as cancelled: failed for good
+with ``JobCancelledError``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import structlog
 
 from queue_core.commands import (
     ALREADY_SETTLED,
+    CANCELLED,
     QUARANTINED,
     SETTLED,
     Settled,
@@ -32,6 +35,7 @@ from queue_core.envelope import decode_record
 from queue_core.errors import (
     CorruptJobError,
     DelayedError,
+    JobCancelledError,
     JobTimeoutError,
     LockLostError,
     RateLimitError,
@@ -74,6 +78,10 @@ class JobRunner:
         self.settle_errors = ctx.supervisor("settle")
         # Set by the Fetcher: hold fetching for ms (manual: True for RateLimitError).
         self.on_hold: Callable[[int, bool], Awaitable[None]] | None = None
+        # Slots running an async processor now, and those that cancel() cancelled.
+        self._in_processor: dict[str, asyncio.Task[Any] | None] = {}
+        self._cancelling: dict[str, asyncio.Task[Any]] = {}
+        self._cancelled_early: set[str] = set()  # held jobs cancelled before they started
 
     # ----- slots
 
@@ -99,6 +107,53 @@ class JobRunner:
             finally:
                 if raw is None or raw[0] != job_id:  # the settle may hand it back at once
                     self.ctx.held.discard(job_id)
+                    if self._cancelled_early:  # a request that came as it settled: moot
+                        self._cancelled_early.discard(job_id)
+
+    # ----- cancellation
+
+    def cancel(self, job_id: str) -> None:
+        """queue.cancel() asked to stop ``job_id`` (heard by the CancelListener, or again
+        by the LockRenewer): if it runs here, set ``job.cancelled`` and cancel an async
+        processor's task; if it was fetched here and has not started, it ends as cancelled
+        without running. Jobs running elsewhere, and repeated requests, are ignored."""
+        job = self.ctx.running.get(job_id)
+        if job is None:
+            if job_id in self.ctx.held:  # fetched, not started yet (or between two jobs)
+                _log.info("job_cancel_requested", job_id=job_id, queue=self.ctx.name)
+                self._cancelled_early.add(job_id)
+            return
+        if job.cancelled.is_set():
+            return
+        _log.info("job_cancel_requested", job_id=job_id, queue=self.ctx.name)
+        job.cancelled.set()
+        task = self._in_processor.pop(job_id, None)
+        if task is not None:
+            self._cancelling[job_id] = task
+            task.cancel()
+
+    def _stopped_by_cancel(self, job: Job) -> bool:
+        """True when cancel() stopped this attempt, undoing its task.cancel(); False if
+        the task is being cancelled for another reason too (a forced shutdown wins)."""
+        task = self._cancelling.pop(job.id, None)
+        if task is not None and task.uncancel() > 0:
+            return False
+        return job.cancelled.is_set()
+
+    async def _cancel_attempt(
+        self, job: Job, hooks: HookSet, event: ProcessEvent | None
+    ) -> RawJob | None:
+        """Whatever the processor did, the attempt ends as cancelled, never retried (the
+        script stores the JobCancelledError with the request's reason). If a settle of
+        this attempt already ran (a ``move_to_delayed`` interrupted by the cancel, which
+        the script turned into the cancellation), this one finds it settled: the outcome
+        is the cancellation all the same, told to the hooks once."""
+        error = JobCancelledError(job.id)
+        job.failed_reason, job.error_type = str(error), type(error).__name__
+        if event is not None:
+            event.error = error
+        settled = await self._settle(_FAIL, job, [error_json(error)], event=event)
+        return await self._after_settle(job, settled, "cancelled", hooks, event, error=error)
 
     # ----- one job
 
@@ -114,6 +169,9 @@ class JobRunner:
             backend=self.ctx.backend,
             lenient=True,
         )
+        if self._cancelled_early and job_id in self._cancelled_early:
+            self._cancelled_early.discard(job_id)
+            job.cancelled.set()  # the attempt ends as cancelled without running
         if job.read_error is not None:
             return await self._quarantine(job)
         self.ctx.running[job.id] = job
@@ -153,6 +211,10 @@ class JobRunner:
         if entry is None:
             raise UnrecoverableError(f"this worker has no processor for job name {job.name!r}")
         fn, is_async = entry
+        if job._cancelled is not None and job._cancelled.is_set():  # before it started
+            raise JobCancelledError(job.id)  # not run at all
+        if is_async:
+            self._in_processor[job.id] = asyncio.current_task()
         timeout = job.options.timeout
         if timeout is None:
             result = await fn(job) if is_async else await self.threads.run(lambda: fn(job))
@@ -181,18 +243,24 @@ class JobRunner:
             result = await self._call_processor(job)
             payload = self.ctx.serializer.dumps(result)
         except asyncio.CancelledError:
-            if event is not None:
-                event.outcome = "interrupted"
-            raise
+            if job._cancelled is None or not self._stopped_by_cancel(job):
+                if event is not None:
+                    event.outcome = "interrupted"
+                raise
         except Exception as exc:
             error = exc
+        finally:
+            self._in_processor.pop(job.id, None)
         if event is not None:
             event.error = error
 
+        cancelled = job._cancelled is not None and self._stopped_by_cancel(job)
         if job._moved:  # job.move_to_delayed() already settled this attempt
-            if event is not None:
-                event.outcome = "delayed"
+            if event is not None:  # as delayed, or as cancelled if a cancel was pending
+                event.outcome = "delayed" if job.state is JobState.DELAYED else "cancelled"
             return None
+        if cancelled:
+            return await self._cancel_attempt(job, hooks, event)
         if error is None:
             job.return_value = result
             settled = await self._settle(_COMPLETE, job, [payload], event=event)
@@ -310,6 +378,19 @@ class JobRunner:
         if settled.status in (SETTLED, ALREADY_SETTLED):
             self.ctx.running.pop(job.id, None)  # no lock to renew any more, even during hooks
             await self._record_outcome(job, settled, outcome, hooks, event=event, error=error)
+        elif settled.status == CANCELLED:
+            # A cancel was requested: the script failed the job as cancelled, whatever
+            # this attempt asked for.
+            reason = (settled.record or {}).get("cxr", "")
+            cancelled = JobCancelledError(job.id, reason)
+            _log.info("job_cancelled", job_id=job.id, queue=self.ctx.name, reason=reason)
+            job.failed_reason, job.error_type = cancelled.reason, type(cancelled).__name__
+            self.ctx.running.pop(job.id, None)
+            await self._record_outcome(
+                job, settled, "cancelled", hooks, event=event, error=cancelled
+            )
+            if event is not None:
+                event.error = cancelled
         elif settled.status == QUARANTINED:
             # Its record was corrupt at the settle: the script failed it for good.
             reason = dict(quarantined).get(job.id, "its record is corrupt")
@@ -351,25 +432,26 @@ class JobRunner:
         event: ProcessEvent | None,
         error: BaseException | None,
     ) -> None:
-        now = ms_to_datetime(settled.fetched.now_ms)
         delay: float | None = None
         until: datetime | None = None
-        if outcome in ("completed", "failed"):
-            job.attempts_made += 1
-            job.finished_at = now
+        record = settled.record
+        if record is not None:  # the script keeps the rules; the job takes its record
+            job.attempts_made = record.get("atm", 0)
+            job.finished_at = ms_to_datetime(record.get("fon"))
+        if outcome in ("completed", "failed", "cancelled"):
             job.state = JobState.COMPLETED if outcome == "completed" else JobState.FAILED
         else:
-            job.attempts_made += outcome == "retry"
             job.state = JobState.DELAYED
-            until = ms_to_datetime(settled.extra)
+            until = ms_to_datetime(settled.due_ms)
             job.delayed_until = until
-            delay = max(0.0, (settled.extra - settled.fetched.now_ms) / 1000)
+            delay = max(0.0, (settled.due_ms - settled.fetched.now_ms) / 1000)
         if event is not None:
             event.outcome = outcome  # type: ignore[assignment]
             event.delay = delay
         notifications = {
             "completed": hooks.on_completed,
             "failed": hooks.on_failed,
+            "cancelled": hooks.on_cancelled,
             "retry": hooks.on_retry_scheduled,
             "delayed": hooks.on_delayed,
             "rate_limited": hooks.on_delayed,

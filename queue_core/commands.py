@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from queue_core.decoding import snapshot_to_job
-from queue_core.envelope import encode_envelope
+from queue_core.envelope import decode_record, encode_envelope
 from queue_core.errors import InvalidOptionError, PayloadTooLargeError
 from queue_core.hooks import EnqueuedJob, EnqueueEvent
 from queue_core.job import Job, JobBackend, JobState, ms_to_datetime
-from queue_core.options import JobOptions, check_name, to_ms
+from queue_core.options import Dedup, JobOptions, check_name, to_ms
 from queue_core.serializer import Serializer
 
 __all__ = [
@@ -55,6 +55,16 @@ def _retention_args(options: JobOptions) -> list[int]:
     return out
 
 
+def _dedup_args(dedup: Dedup | None) -> list[Any]:
+    if dedup is None:
+        return ["", -1, 0, 0]
+    ttl = -1 if dedup.ttl is None else to_ms(dedup.ttl)
+    return [dedup.key, ttl, int(dedup.extend), int(dedup.replace)]
+
+
+_CREATED = 1  # add.lua's status of a new job (0: a duplicate id, 2: a held dedup key)
+
+
 class AddPlan:
     """One add or bulk add: hooks see ``event`` before ``args()`` encodes the jobs."""
 
@@ -86,13 +96,15 @@ class AddPlan:
                 int(options.lifo),
                 to_ms(options.delay),
                 *_retention_args(options),
+                *_dedup_args(options.dedup),
             ]
         return args
 
     def result(
         self, reply: Sequence[Any], serializer: Serializer, backend: JobBackend | None
     ) -> list[Job]:
-        """Read the script's reply into jobs (existing ones for duplicates), and fill the event."""
+        """Read the script's reply into jobs, and fill the event. An add blocked by a job
+        id or a dedup key returns the job that holds it, ``deduplicated``."""
         now = int(reply[0])
         enqueued_at = ms_to_datetime(now)
         assert enqueued_at is not None
@@ -100,9 +112,23 @@ class AddPlan:
         for draft, item in zip(self.event.jobs, reply[1:], strict=True):
             job_id = item[0].decode()
             draft.job_id = job_id
-            if int(item[1]) == 0:
+            if int(item[1]) != _CREATED:
                 draft.duplicate = True
-                job = snapshot_to_job(self.event.queue, job_id, item[2], serializer, backend)
+                if item[2]:
+                    job = snapshot_to_job(self.event.queue, job_id, item[2], serializer, backend)
+                else:  # a dedup ttl outlives its job (removed by retention): only its id
+                    job = Job(
+                        id=job_id,
+                        name=draft.name,
+                        data=None,
+                        queue_name=self.event.queue,
+                        options=draft.options,
+                        headers={},
+                        state=JobState.UNKNOWN,
+                        enqueued_at=enqueued_at,
+                        _backend=backend,
+                    )
+                job.deduplicated = True
             else:
                 state = JobState(item[2].decode())
                 job = Job(
@@ -235,17 +261,20 @@ LOCK_LOST = 0
 ALREADY_SETTLED = 2
 JOB_MISSING = -1
 QUARANTINED = 3
+CANCELLED = 4  # a cancel request was pending: failed as cancelled instead (cancel.lua)
 
 
 @dataclass(frozen=True, slots=True)
 class Settled:
     status: int
-    extra: int  # move_to_delayed: the due time in ms
+    due_ms: int  # move_to_delayed: when the job becomes ready
+    record: dict[str, Any] | None  # the job's record as the script left it (if settled)
     fetched: Fetched
 
 
 def parse_settle(reply: Sequence[Any]) -> Settled:
-    """{status, now, ttl, next_due, extra, refused, quarantined, jobs...}"""
+    """{status, now, ttl, next_due, due, record, refused, quarantined, jobs...}"""
     status = int(reply[0])
-    extra = int(reply[4])
-    return Settled(status, extra, parse_fetch([reply[1], reply[2], reply[3], *reply[5:]]))
+    record = decode_record(reply[5]) if reply[5] else None
+    fetched = parse_fetch([reply[1], reply[2], reply[3], *reply[6:]])
+    return Settled(status, int(reply[4]), record, fetched)

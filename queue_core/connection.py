@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import copy
+import inspect
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import redis
 import redis.asyncio
 import structlog
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -56,6 +59,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "AsyncClient",
     "SyncClient",
+    "byte_client",
     "check_server",
     "check_server_sync",
     "redis_errors",
@@ -171,12 +175,104 @@ def _as_typed_error(operation: str, exc: BaseException, timeout: float | None) -
     return RedisUnavailableError(f"{operation} failed, Redis is unavailable: {exc}")
 
 
-def check_decoding(client: Any) -> None:
+# Connection settings a pool or a cluster client adds for itself (tied to it): the byte
+# twin of a client makes its own.
+_POOL_PLUMBING: Final = frozenset(
+    {
+        "connection_pool",  # a Sentinel pool's reference to itself
+        "himport_registry",
+        "maint_notifications_pool_handler",
+        "oss_cluster_maint_notifications_handler",
+    }
+)
+_CLUSTER_PLUMBING: Final = _POOL_PLUMBING | {
+    "connection_class",  # from ssl=
+    "redis_connect_func",  # the old client's on_connect
+    "response_callbacks",
+    "host",
+    "port",
+}
+
+
+@overload
+def byte_client(client: AsyncClient) -> tuple[AsyncClient, bool]: ...
+@overload
+def byte_client(client: SyncClient) -> tuple[SyncClient, bool]: ...
+def byte_client(client: AsyncClient | SyncClient) -> tuple[AsyncClient | SyncClient, bool]:
+    """The client queue_core's commands go through, and whether the caller owns it.
+
+    Job payloads are bytes, so replies must not be decoded. A client created with
+    ``decode_responses=True`` gets a byte twin: a new client with the same connection
+    settings (address, credentials, TLS, timeouts, retries, pool size and class, a Sentinel
+    service; for a cluster client its startup nodes and cluster options) that does not
+    decode. The caller owns the twin and closes it; the client passed in is left alone.
+    Any other client is returned as is, not owned."""
     # The encoder is there before the first connection, for cluster clients too.
-    if client.get_encoder().decode_responses:
+    if not client.get_encoder().decode_responses:
+        return client, False
+    try:
+        if isinstance(client, AsyncRedisCluster | RedisCluster):
+            return _byte_cluster(client), True
+        return type(client).from_pool(_byte_pool(client.connection_pool)), True
+    except (TypeError, ValueError, AttributeError) as exc:  # a pool or client unlike redis-py's
         raise InvalidOptionError(
-            "the Redis client must be created with decode_responses=False: job payloads are bytes"
+            f"cannot open a client like {client!r} with decode_responses=False ({exc}); "
+            "pass a client created with decode_responses=False"
+        ) from exc
+
+
+def _byte_pool(pool: Any) -> Any:
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_PLUMBING}
+    kwargs["decode_responses"] = False
+    kwargs["connection_class"] = pool.connection_class
+    kwargs["max_connections"] = pool.max_connections
+    if isinstance(pool, redis.BlockingConnectionPool | redis.asyncio.BlockingConnectionPool):
+        kwargs["timeout"] = pool.timeout
+    if hasattr(pool, "sentinel_manager"):  # the master (or a replica) found via Sentinel
+        return type(pool)(
+            pool.service_name,
+            pool.sentinel_manager,
+            is_master=pool.is_master,
+            check_connection=pool.check_connection,
+            **kwargs,
         )
+    return type(pool)(**kwargs)
+
+
+def _byte_cluster(client: AsyncRedisCluster | RedisCluster) -> Any:
+    cls = type(client)
+    params = inspect.signature(cls).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = client.get_connection_kwargs()
+    options: dict[str, Any] = {
+        k: v
+        for k, v in kwargs.items()
+        if k not in _CLUSTER_PLUMBING and (open_ended or k in params)
+    }
+    connection_class = kwargs.get("connection_class")
+    if "ssl" in params and connection_class is not None:  # the async client: a flag
+        options["ssl"] = issubclass(connection_class, redis.asyncio.SSLConnection)
+    user_on_connect = getattr(client, "user_on_connect_func", None)  # the sync client
+    if user_on_connect is not None:
+        options["redis_connect_func"] = user_on_connect
+    manager = client.nodes_manager
+    node_class = AsyncClusterNode if isinstance(client, AsyncRedisCluster) else ClusterNode
+    cluster: dict[str, Any] = {
+        "startup_nodes": [node_class(n.host, n.port) for n in manager.startup_nodes.values()],
+        "require_full_coverage": getattr(
+            manager, "require_full_coverage", getattr(manager, "_require_full_coverage", True)
+        ),
+        "dynamic_startup_nodes": getattr(manager, "_dynamic_startup_nodes", True),
+        "address_remap": getattr(manager, "address_remap", None),
+        "read_from_replicas": getattr(client, "read_from_replicas", False),
+        "load_balancing_strategy": getattr(client, "load_balancing_strategy", None),
+        "reinitialize_steps": getattr(client, "reinitialize_steps", 5),
+        "retry": copy.copy(getattr(client, "retry", None)),
+    }
+    # Only what differs from the defaults: some options warn when passed at all.
+    options.update((k, v) for k, v in cluster.items() if k in params and v != params[k].default)
+    options["decode_responses"] = False
+    return cls(**options)
 
 
 def _connection_kwargs(client: Any) -> dict[str, Any]:

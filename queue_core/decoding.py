@@ -135,6 +135,7 @@ def _record_fields(record: dict[str, Any]) -> dict[str, Any]:
         "attempts_started": record.get("ats", 0),
         "attempts_made": record.get("atm", 0),
         "stalled_count": record.get("stc", 0),
+        "manual_retries": record.get("rtr", 0),
         "started_at": ms_to_datetime(record.get("pon")),
         "finished_at": ms_to_datetime(record.get("fon")),
         "_token": record.get("tok"),

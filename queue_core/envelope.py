@@ -1,18 +1,21 @@
-"""The stored form of a job: an envelope written once at enqueue, and a record of its runs.
+"""The stored form of a job: an envelope written at enqueue, and a record of its runs.
 
 Envelope (``jobs`` hash): one JSON header line, a newline, then the serialized data::
 
     {"v":1,"name":"welcome","opts":{...},"headers":{"traceparent":"00-..."}}\\n<data bytes>
 
 The header keeps ``headers`` (trace context, metadata written by hooks) apart from the
-user's data, which the serializer alone encodes. Lua never parses the envelope.
+user's data, which the serializer alone encodes. Lua never decodes the data; it reads
+the header line only to keep it (``update_data``) or to match a name (``retry_jobs``).
 
 Record (``state`` hash): JSON written by the Lua scripts, small scalars only: ``v``
 (format version), ``ts`` (enqueued, ms), ``pon`` / ``fon`` (latest start and finish, ms),
 ``ats`` / ``atm`` / ``stc`` (attempts started, attempts made, stalls), ``tok`` (lock
-token), ``p`` (priority), ``q`` (quarantined), and retention limits. The scripts check a
-record's shape before they use it (``scripts/includes/record.lua``); ``check_record``
-applies the same rules to records that readers get as stored.
+token), ``p`` (priority), ``q`` (quarantined), ``ddk`` / ``ddt`` (the dedup key the job
+holds, and whether it holds for a ttl), ``cxr`` (a requested cancel's reason), ``rtr``
+(times an operator sent the job back to run: ``retry_job``), and retention limits. The
+scripts check a record's shape before they use it (``scripts/includes/record.lua``);
+``check_record`` applies the same rules to records that readers get as stored.
 
 ``FORMAT_VERSION`` versions a job as a whole (envelope ``v`` and record ``v``). It changes
 only when older code would misread newer jobs; older workers then leave such jobs alone.
@@ -44,8 +47,9 @@ FORMAT_VERSION = 1  # the same as RECORD_VERSION in scripts/includes/record.lua
 MAX_RECORD_BYTES = 65536
 _RECORD_NUMBERS = (
     *("v", "ts", "ats", "atm", "stc", "pon", "fon", "rdy", "p"),
-    *("lifo", "front", "rcn", "rca", "rfn", "rfa", "q"),
+    *("lifo", "front", "rcn", "rca", "rfn", "rfa", "q", "ddt", "rtr"),
 )
+_RECORD_STRINGS = ("tok", "ddk", "cxr")  # lock token, dedup key, cancel request reason
 _MAX_PRIORITY = 1_000_000
 
 
@@ -140,8 +144,9 @@ def check_record(raw: bytes) -> dict[str, Any]:
             or not math.isfinite(value)
         ):
             raise MalformedError(f'its record field "{field}" is not a finite number')
-    if not isinstance(record.get("tok", ""), str):
-        raise MalformedError('its record field "tok" is not a string')
+    for field in _RECORD_STRINGS:
+        if not isinstance(record.get(field, ""), str):
+            raise MalformedError(f'its record field "{field}" is not a string')
     if "ts" not in record:
         raise MalformedError('its record has no enqueue time "ts"')
     priority = record.get("p", 0)

@@ -13,6 +13,11 @@ The tree::
     ├── CorruptJobError              a stored job that cannot be read
     ├── UnsupportedFormatError       a job written by a newer queue_core
     ├── JobNotFoundError  LockLostError  JobTimeoutError  StalledJobError
+    ├── JobStateError                the job's state forbids the operation; nothing changed
+    ├── QueueBusyError               obliterate refused: jobs are active (force=True)
+    ├── EventsDisabledError          waiting for a job on a queue that records no events
+    └── JobFailedError               wait_until_finished: the job failed for good
+        └── JobCancelledError        ... because it was cancelled (queue.cancel)
 
 Two families live here. ``QueueError`` and its subclasses are raised *to* callers: bad
 input, an unreachable Redis, a missing job. The processor-facing exceptions
@@ -28,11 +33,16 @@ __all__ = [
     "ClusterClientRequiredError",
     "CorruptJobError",
     "DelayedError",
+    "EventsDisabledError",
     "InvalidOptionError",
+    "JobCancelledError",
+    "JobFailedError",
     "JobNotFoundError",
+    "JobStateError",
     "JobTimeoutError",
     "LockLostError",
     "PayloadTooLargeError",
+    "QueueBusyError",
     "QueueError",
     "RateLimitError",
     "RedisFullError",
@@ -136,6 +146,58 @@ class UnsupportedFormatError(QueueError):
 
 class JobNotFoundError(QueueError, LookupError):
     """The job does not exist (it may have been removed by a retention policy)."""
+
+
+class JobStateError(QueueError):
+    """The job's state forbids the operation (retrying an active job, promoting one that
+    is not delayed, cancelling a finished one...). Nothing was changed."""
+
+    def __init__(self, job_id: str, state: str, operation: str, message: str = "") -> None:
+        super().__init__(
+            message or f"cannot {operation} job {job_id!r}: it is {state}",
+        )
+        self.job_id = job_id
+        self.state = state
+        self.operation = operation
+
+
+class QueueBusyError(QueueError):
+    """``obliterate`` refused because ``active`` jobs are running (pass ``force=True`` to
+    remove them too). Nothing was changed by the call that raised it."""
+
+    def __init__(self, queue: str, active: int) -> None:
+        super().__init__(
+            f"cannot obliterate queue {queue!r}: jobs are active ({active}); "
+            "pass force=True to remove them too"
+        )
+        self.queue = queue
+        self.active = active
+
+
+class EventsDisabledError(QueueError):
+    """``wait_until_finished`` on a queue whose events are off: waiting reads the events
+    stream. Turn events on with ``queue.set_events_max_length(None)`` (or a length)."""
+
+
+class JobFailedError(QueueError):
+    """The job failed for good: raised by ``wait_until_finished``. ``reason`` is its
+    error's message and ``error_type`` its class name, as the worker recorded them."""
+
+    def __init__(self, job_id: str, reason: str, error_type: str) -> None:
+        super().__init__(f"job {job_id!r} failed: {error_type}: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+        self.error_type = error_type
+
+
+class JobCancelledError(JobFailedError):
+    """The job was cancelled (``queue.cancel``). It is the recorded failure of a cancelled
+    job (never retried), and what ``wait_until_finished`` raises for one. Its message is
+    the reason given to ``cancel``."""
+
+    def __init__(self, job_id: str, reason: str = "", error_type: str = "JobCancelledError"):
+        super().__init__(job_id, reason or "cancelled", error_type)
+        self.args = (self.reason,)
 
 
 class LockLostError(QueueError):

@@ -86,7 +86,13 @@ class Fetcher:
         ctx = self.ctx
         try:
             return await ctx.fetching_call(
-                "fetch", _FETCH, [], count, parse_fetch, give_up=ctx.stopping.is_set
+                "fetch",
+                _FETCH,
+                [],
+                count,
+                parse_fetch,
+                give_up=ctx.stopping.is_set,
+                sleep=ctx.sleep,  # a close ends the backoff while Redis is away
             )
         except Exception as exc:
             if ctx.stopping.is_set() and is_redis_fault(exc, ctx.client):
@@ -109,6 +115,10 @@ class Fetcher:
     async def _wait_for_work(self, fetched: Fetched) -> None:
         """Block on the marker until a producer (or a due delayed job) wakes this worker."""
         ctx = self.ctx
+        if ctx.state != "running":
+            # close() began during the fetch and found no blocking wait to cancel, so none
+            # may start: no await from here until self.blocking is set.
+            return
         timeout = self.block_cap
         poke: asyncio.TimerHandle | None = None
         if fetched.next_due_ms is not None:

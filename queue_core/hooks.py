@@ -23,7 +23,7 @@ and worker in the process (``register_hook(hook)``), which is what instrumentati
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +43,7 @@ __all__ = [
     "HookRegistry",
     "InternalEvent",
     "JobEvent",
+    "OperationEvent",
     "Outcome",
     "ProcessEvent",
     "QuarantineEvent",
@@ -64,6 +65,7 @@ Outcome = Literal[
     "rate_limited",  # the processor hit a rate limit (RateLimitError); the job waits
     "lock_lost",  # the worker lost the job's lock; the job runs (or ran) elsewhere
     "interrupted",  # cancelled at shutdown; stalled recovery will run it again
+    "cancelled",  # cancelled by queue.cancel(): failed for good with JobCancelledError
 ]
 
 
@@ -77,7 +79,7 @@ class EnqueuedJob:
     headers: dict[str, str] = field(default_factory=dict)
     # Set once the add returned:
     job_id: str | None = None
-    duplicate: bool = False
+    duplicate: bool = False  # an existing job held its job_id or dedup key: that job's id
     state: JobState | None = None
 
 
@@ -127,6 +129,31 @@ class JobEvent:
     error: BaseException | None = None
     delay: float | None = None  # retry / delay: seconds until the job runs again
     until: datetime | None = None  # retry / delay: when it becomes ready
+
+
+@dataclass(slots=True)
+class OperationEvent:
+    """An operator's action on a queue (``Queue``/``SyncQueue`` methods): ``operation``
+    names it: ``pause``, ``resume``, ``retry``, ``promote``, ``remove``, ``update_data``,
+    ``cancel``, ``retry_jobs``, ``drain``, ``clean``, ``obliterate`` and the ``set_*``
+    settings (reads such as ``get_config`` are not actions). A bulk action made of chunks
+    (``retry_jobs``, ``drain``, ``clean``, ``obliterate``) is one event per chunk.
+
+    For an action on one job, ``job_id`` names it and, once the call returned, ``headers``
+    holds that job's headers (its trace context: instrumentation links to the job's trace
+    from there). ``count`` is how many jobs the action changed. ``error`` is set when the
+    action raised; nothing was changed then.
+    """
+
+    queue: str
+    operation: str
+    job_id: str | None = None
+    server_address: str | None = None
+    server_port: int | None = None
+    # Set before the "after" part runs:
+    headers: Mapping[str, str] = field(default_factory=dict)
+    count: int | None = None
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,12 +227,21 @@ class Hook:
         """Wraps a worker's bookkeeping call to Redis, and a queue's first connection."""
         return None
 
+    def around_operation(self, event: OperationEvent) -> AbstractContextManager[object] | None:
+        """Wraps an operator's action (pause, retry, cancel, remove, clean, ...)."""
+        return None
+
     def on_completed(self, event: JobEvent) -> Awaitable[None] | None:
         """A job succeeded; ``event.job.return_value`` holds its result."""
         return None
 
     def on_failed(self, event: JobEvent) -> Awaitable[None] | None:
         """A job failed for good (no attempt left, or unrecoverable); ``event.error``."""
+        return None
+
+    def on_cancelled(self, event: JobEvent) -> Awaitable[None] | None:
+        """A running job was cancelled (``queue.cancel``) and failed for good with
+        ``JobCancelledError`` (``event.error``)."""
         return None
 
     def on_retry_scheduled(self, event: JobEvent) -> Awaitable[None] | None:
@@ -245,10 +281,11 @@ class Hook:
         return None
 
 
-_AROUND = ("around_enqueue", "around_process", "around_internal")
+_AROUND = ("around_enqueue", "around_process", "around_internal", "around_operation")
 _NOTIFY = (
     "on_completed",
     "on_failed",
+    "on_cancelled",
     "on_retry_scheduled",
     "on_delayed",
     "on_progress",
@@ -269,8 +306,10 @@ class HookSet:
     around_enqueue: tuple[AroundHook, ...]
     around_process: tuple[AroundHook, ...]
     around_internal: tuple[AroundHook, ...]
+    around_operation: tuple[AroundHook, ...]
     on_completed: tuple[Notification, ...]
     on_failed: tuple[Notification, ...]
+    on_cancelled: tuple[Notification, ...]
     on_retry_scheduled: tuple[Notification, ...]
     on_delayed: tuple[Notification, ...]
     on_progress: tuple[Notification, ...]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,23 @@ class JobBackend(Protocol):
 
     async def refresh(self, job: Job) -> Job: ...
 
+    async def retry_job(self, job_id: str) -> None: ...
+
+    async def promote_job(self, job_id: str) -> None: ...
+
+    async def remove_job(self, job_id: str) -> None: ...
+
+    async def update_job_data(self, job_id: str, data: Any) -> None: ...
+
+    async def wait_until_finished(
+        self,
+        job_id: str,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109 - the whole wait's bound
+    ) -> Any: ...
+
+
+_CANCELLED_LOCK = threading.Lock()
+
 
 def ms_to_datetime(ms: float | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
@@ -50,13 +68,20 @@ class Job:
 
     ``attempts_started`` grows each time a worker starts the job (stalls and delays
     included); ``attempts_made`` grows each time an attempt finishes (completed, failed or
-    retried). ``headers`` holds metadata written by enqueue hooks, such as trace context;
-    it is never part of ``data``.
+    retried). ``manual_retries`` counts the times an operator sent the finished job back
+    to run (``retry_job``), which resets both. ``headers`` holds metadata written by
+    enqueue hooks, such as trace context; it is never part of ``data``.
 
     ``read_error`` is set only on jobs of a listing (``get_jobs``) whose stored data could
     not be read (``CorruptJobError``, ``UnsupportedFormatError``): the fields that could
     not be decoded keep their defaults. ``corrupt_record`` is the unreadable record of a
     job that a worker quarantined.
+
+    ``deduplicated`` is True on the job an add returned instead of creating one: the job
+    that already held the add's ``job_id`` or ``dedup`` key (see ``Dedup``). Its fields
+    are that job's, not the add's (with ``Dedup(replace=True)``, the add's data replaced
+    the held job's). When the holding job of a ttl-held key is gone already (removed by
+    its retention), the job returned has that id, state ``UNKNOWN`` and no data.
     """
 
     id: str
@@ -70,6 +95,7 @@ class Job:
     attempts_started: int = 0
     attempts_made: int = 0
     stalled_count: int = 0
+    manual_retries: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
     delayed_until: datetime | None = None
@@ -80,15 +106,32 @@ class Job:
     stacktrace: str | None = None
     read_error: CorruptJobError | UnsupportedFormatError | None = None
     corrupt_record: bytes | None = None
+    deduplicated: bool = False
     _token: str | None = field(default=None, repr=False)
     _backend: JobBackend | None = field(default=None, repr=False)
     _moved: bool = field(default=False, repr=False)
+    _cancelled: threading.Event | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (
             f"Job(id={self.id!r}, name={self.name!r}, queue={self.queue_name!r}, "
             f"state={self.state.value!r}, attempts_made={self.attempts_made})"
         )
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when ``queue.cancel()`` asked this running job to stop. A plain ``def``
+        processor (run in a thread) checks it, e.g. ``job.cancelled.wait(0.01)``, and
+        returns; an ``async`` processor's task is cancelled as well (it sees
+        ``asyncio.CancelledError``). Whatever the processor then returns or raises, the
+        attempt ends as cancelled: failed for good with ``JobCancelledError``."""
+        event = self._cancelled
+        if event is None:  # made on first use: most jobs never need one
+            with _CANCELLED_LOCK:  # the worker's thread and the processor's may race here
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+                event = self._cancelled
+        return event
 
     @property
     def attempt(self) -> int:
@@ -119,7 +162,9 @@ class Job:
         """Re-schedule the running job without using an attempt (from inside a processor).
 
         ``when`` is a delay (seconds or ``timedelta``) or an absolute ``datetime``. The job
-        leaves active at once; whatever the processor does afterwards is not recorded.
+        leaves active at once; whatever the processor does afterwards is not recorded. If
+        its cancel was requested (``queue.cancel``), it is failed as cancelled instead and
+        this raises ``JobCancelledError``.
         """
         await self._require_backend().move_to_delayed(self, when)
         self._moved = True
@@ -127,3 +172,42 @@ class Job:
     async def refresh(self) -> Job:
         """A fresh snapshot of this job from Redis."""
         return await self._require_backend().refresh(self)
+
+    async def wait_until_finished(
+        self,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109 - the whole wait's bound
+    ) -> Any:
+        """Wait for this job to finish and return its return value (see
+        ``Queue.wait_until_finished``: raises ``JobFailedError``, ``JobCancelledError``,
+        ``JobNotFoundError``, or ``TimeoutError`` after ``timeout`` seconds)."""
+        return await self._require_backend().wait_until_finished(self.id, timeout)
+
+    # ----- an operator's actions (Queue.retry_job and its siblings): this snapshot
+    # follows what the script did; the rest of Redis's view comes with refresh().
+
+    async def retry(self) -> None:
+        """Send this failed or completed job back to waiting, its attempts reset (see
+        ``Queue.retry_job``)."""
+        await self._require_backend().retry_job(self.id)
+        self.state = JobState.WAITING
+        self.attempts_started = self.attempts_made = self.stalled_count = 0
+        self.manual_retries += 1
+        self.started_at = self.finished_at = None
+        self.progress = self.return_value = None
+        self.failed_reason = self.error_type = self.stacktrace = None
+
+    async def promote(self) -> None:
+        """Make this delayed job ready now (see ``Queue.promote_job``)."""
+        await self._require_backend().promote_job(self.id)
+        self.state = JobState.WAITING
+        self.delayed_until = None
+
+    async def remove(self) -> None:
+        """Remove this job and every trace of it (see ``Queue.remove_job``)."""
+        await self._require_backend().remove_job(self.id)
+        self.state = JobState.UNKNOWN
+
+    async def update_data(self, data: Any) -> None:
+        """Replace this job's data (see ``Queue.update_job_data``)."""
+        await self._require_backend().update_job_data(self.id, data)
+        self.data = data

@@ -16,7 +16,10 @@ from queue_core.options import check_name
 __all__ = ["KEY_NAMES", "QueueKeys"]
 
 KEY_NAMES: Final = (
-    "meta",  # HASH   counters: id (job ids), fifo and lifo (ordering within a priority)
+    # HASH counters: id (job ids), fifo and lifo (ordering within a priority), fmt (newest
+    # job format); settings: paused, gcc (global concurrency), rlm and rld (rate limit max
+    # and window ms), evl (events stream length, 0: off)
+    "meta",
     "jobs",  # HASH   id -> envelope: JSON header line, then the serialized data
     "state",  # HASH  id -> JSON record of timestamps, counters, lock token, retention
     "results",  # HASH  id -> serialized return value
@@ -31,6 +34,12 @@ KEY_NAMES: Final = (
     "marker",  # ZSET   wake-up signal that idle workers block on with BZPOPMIN
     "limiter",  # STRING rate-limit counter with the window as its TTL
     "corrupt",  # HASH  id -> the unreadable record of a quarantined job, kept as it was
+    "events",  # STREAM every transition: {event, id, ...}, capped (meta field "evl")
+    "workers",  # ZSET  live workers, score = heartbeat expiry (ms)
+    "workerinfo",  # HASH worker id -> JSON {host, pid, concurrency, started, beat, jobs}
+    "dedup",  # HASH   dedup key -> JSON {id, exp}: the job that holds it, until when (ms)
+    "dedupexp",  # ZSET dedup keys held for a ttl, score = exp: expired ones are dropped
+    "cancel",  # CHANNEL pub/sub: ids of running jobs to cancel (a name only, never stored)
 )
 
 

@@ -3,12 +3,15 @@
 
 A lock is a token in the job's record plus a deadline (its score in ``active``). A
 healthy job's lock is renewed every ``lock_duration / 2``, so only a job whose worker
-stopped renewing (killed, frozen, cut off) is ever recovered, however long it runs.
+stopped renewing (killed, frozen, cut off) is ever recovered, however long it runs. Each
+renewal also reports the held jobs whose cancel was requested (``queue.cancel``): the
+second way a cancel reaches the worker, should its pub/sub message have been lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Final
 
@@ -34,9 +37,15 @@ _log = structlog.get_logger("queue_core.worker")
 
 
 class LockRenewer:
-    def __init__(self, ctx: WorkerContext, lock_duration: float) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        lock_duration: float,
+        on_cancel: Callable[[str], None] = lambda job_id: None,
+    ) -> None:
         self.ctx = ctx
         self.lock_duration = lock_duration
+        self.on_cancel = on_cancel  # a held job's cancel was requested (JobRunner.cancel)
         self.errors = ctx.supervisor("renew_locks")
 
     async def run(self) -> None:
@@ -67,7 +76,7 @@ class LockRenewer:
             )
             return False
         ctx.redis.contact()
-        lost, quarantined = reply
+        lost, quarantined, cancel = reply[0], reply[1], reply[2]
         for raw_id in lost:
             job_id = raw_id.decode()
             job = ctx.running.get(job_id)
@@ -82,6 +91,8 @@ class LockRenewer:
             )
         if quarantined:
             await ctx.report_quarantined(parse_quarantined(quarantined))
+        for raw_id in cancel:
+            self.on_cancel(raw_id.decode())
         return True
 
 
@@ -123,6 +134,14 @@ class StalledRecovery:
         ctx = self.ctx
         requeued = tuple(x.decode() for x in reply[0])
         failed_ids = [x.decode() for x in reply[1]]
+        if reply[3]:
+            _log.info(
+                "stalled_jobs_cancelled",
+                queue=ctx.name,
+                worker_id=ctx.id,
+                jobs=[x.decode() for x in reply[3]],
+                hint="their cancel was requested: failed as cancelled, not run again",
+            )
         if not requeued and not failed_ids:
             return
         _log.warning(

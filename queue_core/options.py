@@ -17,6 +17,7 @@ from queue_core.errors import InvalidOptionError
 
 __all__ = [
     "Backoff",
+    "Dedup",
     "Duration",
     "JobOptions",
     "JobOptionsKwargs",
@@ -33,6 +34,7 @@ MIN_PRIORITY = -1_000_000
 MAX_PRIORITY = 1_000_000
 MAX_ATTEMPTS = 1_000_000
 MAX_ID_LENGTH = 512
+MAX_DEDUP_KEY_LENGTH = 256
 _NAME_RE = re.compile(r"^[^\x00-\x1f{}]{1,200}$")
 
 
@@ -232,6 +234,64 @@ class RateLimit:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Dedup:
+    """Deduplication by a key of your own: while the key is held, an add that carries it
+    creates nothing and returns the job that holds it (``job.deduplicated`` is True).
+
+    - ``ttl=None``: the key is held until its job finishes (completed or failed) or is
+      removed.
+    - ``ttl`` (seconds or ``timedelta``): the key is held for ``ttl`` from the add,
+      whatever happens to the job meanwhile (a throttle: one job per key per ``ttl``).
+    - ``extend=True`` (needs ``ttl``): each blocked add restarts the ttl from now.
+    - ``replace=True`` (needs a ``delay`` on the job, checked by ``JobOptions``): a
+      debounce. While the holding job is still delayed and has never started, a blocked
+      add replaces it (its data, name, options and headers become the new add's) and
+      restarts its delay from now with the new add's delay; so rapid adds run once, late,
+      with the last data. A holder already waiting, running or finished just deduplicates.
+
+    The holding add decides how long the key is held (until its job finishes, or a ttl);
+    adds that share a key should share the same ``Dedup`` settings.
+    """
+
+    key: str
+    ttl: float | None = None  # seconds (a timedelta is accepted and normalized)
+    extend: bool = False
+    replace: bool = False
+
+    def __post_init__(self) -> None:
+        key = self.key
+        if not isinstance(key, str) or not key or len(key) > MAX_DEDUP_KEY_LENGTH:
+            got = f"{len(key)} characters" if isinstance(key, str) else type(key).__name__
+            raise InvalidOptionError(
+                f"Dedup.key must be a string of 1 to {MAX_DEDUP_KEY_LENGTH} characters, not {got}"
+            )
+        if self.ttl is not None:
+            ttl = to_seconds(self.ttl, "Dedup.ttl", allow_zero=False)
+            object.__setattr__(self, "ttl", ttl)
+        for flag in ("extend", "replace"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidOptionError(f"Dedup.{flag} must be a bool")
+        if self.extend and self.ttl is None:
+            raise InvalidOptionError("Dedup.extend restarts a ttl: give the Dedup a ttl")
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"key": self.key}
+        if self.ttl is not None:
+            wire["ttl"] = self.ttl
+        if self.extend:
+            wire["extend"] = True
+        if self.replace:
+            wire["replace"] = True
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> Dedup:
+        return cls(
+            wire["key"], wire.get("ttl"), wire.get("extend", False), wire.get("replace", False)
+        )
+
+
 DEFAULT_KEEP_COMPLETED = KeepJobs(count=1000)
 """Completed jobs kept by default: enough to inspect recent work, bounded so Redis does not
 grow forever. Failed jobs (the dead-letter set) are all kept by default."""
@@ -249,6 +309,7 @@ class JobOptionsKwargs(TypedDict, total=False):
     remove_on_complete: Retention
     remove_on_fail: Retention
     timeout: Duration | None
+    dedup: Dedup | None
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -258,6 +319,7 @@ class JobOptions:
     ``attempts`` counts every try, the first included. ``priority`` runs higher values
     first (default 0; negative is below normal) and is FIFO within one priority; ``lifo``
     puts a job ahead of the others of its priority. ``timeout`` bounds each attempt.
+    ``dedup`` deduplicates by a key of your own, beyond ``job_id`` (see ``Dedup``).
     """
 
     attempts: int
@@ -269,6 +331,7 @@ class JobOptions:
     remove_on_complete: KeepJobs
     remove_on_fail: KeepJobs
     timeout: float | None
+    dedup: Dedup | None
 
     def __init__(
         self,
@@ -282,6 +345,7 @@ class JobOptions:
         remove_on_complete: Retention = DEFAULT_KEEP_COMPLETED,
         remove_on_fail: Retention = False,
         timeout: Duration | None = None,
+        dedup: Dedup | None = None,
     ) -> None:
         setter = object.__setattr__
         setter(self, "attempts", check_int(attempts, "attempts", 1, MAX_ATTEMPTS))
@@ -299,6 +363,12 @@ class JobOptions:
             "timeout",
             None if timeout is None else to_seconds(timeout, "timeout", allow_zero=False),
         )
+        if dedup is not None and not isinstance(dedup, Dedup):
+            raise InvalidOptionError(f"dedup must be a Dedup, not {type(dedup).__name__}")
+        if dedup is not None and dedup.replace and not self.delay:
+            # Only a delayed holder is replaced: without a delay there is nothing to debounce.
+            raise InvalidOptionError("Dedup.replace debounces a delayed job: give it a delay")
+        setter(self, "dedup", dedup)
 
     def replace(self, **changes: Any) -> JobOptions:
         """A copy with some options changed, validated like the constructor."""
@@ -323,6 +393,8 @@ class JobOptions:
             wire["job_id"] = self.job_id
         if self.timeout is not None:
             wire["timeout"] = self.timeout
+        if self.dedup is not None:
+            wire["dedup"] = self.dedup.to_wire()
         wire["keep_completed"] = [self.remove_on_complete.count, self.remove_on_complete.age]
         wire["keep_failed"] = [self.remove_on_fail.count, self.remove_on_fail.age]
         return wire
@@ -344,6 +416,7 @@ class JobOptions:
         backoff = wire.get("backoff")
         keep_completed = wire.get("keep_completed", [None, None])
         keep_failed = wire.get("keep_failed", [None, None])
+        dedup = wire.get("dedup")
         return cls(
             attempts=wire.get("attempts", 1),
             backoff=None if backoff is None else Backoff.from_wire(backoff),
@@ -354,6 +427,7 @@ class JobOptions:
             remove_on_complete=KeepJobs(*keep_completed),
             remove_on_fail=KeepJobs(*keep_failed),
             timeout=wire.get("timeout"),
+            dedup=None if dedup is None else Dedup.from_wire(dedup),
         )
 
 

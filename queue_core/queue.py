@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
+from queue_core import admin, job_actions, registry
+from queue_core.admin import Operation, QueueConfig
+from queue_core.cancellation import CancelResult, cancel_job
 from queue_core.commands import (
     AddPlan,
     JobSpec,
@@ -19,7 +22,7 @@ from queue_core.commands import (
 from queue_core.connection import (
     DEFAULT_REDIS_TIMEOUT,
     AsyncClient,
-    check_decoding,
+    byte_client,
     check_server,
     create_async_client,
     redis_errors,
@@ -36,13 +39,18 @@ from queue_core.hooks import (
     HookRegistry,
     InternalEvent,
     JobEvent,
+    OperationEvent,
     notify,
 )
 from queue_core.job import Job, JobState
 from queue_core.keys import QueueKeys
-from queue_core.options import JobOptions, JobOptionsKwargs, check_int
+from queue_core.options import Duration, JobOptions, JobOptionsKwargs, RateLimit, check_int
+from queue_core.registry import WorkerInfo
 from queue_core.scripts import load_script, preload, run_script
 from queue_core.serializer import JsonSerializer, Serializer
+from queue_core.waiting import JOB_STATUS, ResultWaiter, check_wait
+
+T = TypeVar("T")
 
 __all__ = ["DEFAULT_MAX_LOG_LINES", "DEFAULT_MAX_PAYLOAD_BYTES", "Queue", "QueueSettings"]
 
@@ -82,6 +90,8 @@ class QueueSettings:
         self.serializer: Serializer = serializer or JsonSerializer()
         self.max_payload_bytes = check_int(max_payload_bytes, "max_payload_bytes", 1, 2**29)
         self.max_log_lines = check_int(max_log_lines, "max_log_lines", 1, 1_000_000)
+        self.server_address: str | None = None
+        self.server_port: int | None = None
         self.hooks = HookRegistry(GLOBAL_HOOKS)
         for hook in hooks:
             self.hooks.add(hook)
@@ -90,6 +100,11 @@ class QueueSettings:
         if not overrides:
             return self.default_job_options
         return self.default_job_options.replace(**overrides)
+
+    def operation_event(self, operation: Operation[Any]) -> OperationEvent:
+        return OperationEvent(
+            self.name, operation.name, operation.job_id, self.server_address, self.server_port
+        )
 
     def plan_bulk(self, jobs: Iterable[JobSpec]) -> AddPlan:
         specs = []
@@ -104,8 +119,10 @@ class Queue(QueueSettings):
     """Add jobs to a queue and read them back.
 
     ``redis`` is a URL (default: ``$REDIS_URL``, else ``redis://127.0.0.1:6379/0``) or a
-    ``redis.asyncio.Redis`` / ``RedisCluster`` client created with
-    ``decode_responses=False``. A client passed in is not closed by ``close()``.
+    ``redis.asyncio.Redis`` / ``RedisCluster`` client. A client passed in is not closed by
+    ``close()``. One created with ``decode_responses=True`` is not used as is (job payloads
+    are bytes): the queue opens a twin with the same settings that does not decode, and
+    ``close()`` closes that twin.
 
     ``redis_timeout`` (seconds, default 5) is the deadline of each call: past it the call
     raises ``RedisTimeoutError``, and an add may or may not have happened (retry it with
@@ -135,14 +152,15 @@ class Queue(QueueSettings):
             hooks=hooks,
             redis_timeout=redis_timeout,
         )
-        self._owns_client = redis is None or isinstance(redis, str)
-        self.client: AsyncClient = (
-            create_async_client(redis) if redis is None or isinstance(redis, str) else redis
-        )
-        check_decoding(self.client)
+        if redis is None or isinstance(redis, str):
+            self.client: AsyncClient = create_async_client(redis)
+            self._owns_client = True
+        else:  # a decoding client's byte twin is ours to close
+            self.client, self._owns_client = byte_client(redis)
         self.server_address, self.server_port = server_address(self.client)
         self._checked = False
         self._deadlines = CallDeadlines(self.redis_timeout)
+        self._results: ResultWaiter | None = None  # made by the first wait_until_finished
 
     async def __aenter__(self) -> Self:
         return self
@@ -156,6 +174,8 @@ class Queue(QueueSettings):
         await self.close()
 
     async def close(self) -> None:
+        if self._results is not None:
+            await self._results.close()
         if self._owns_client:
             await self.client.aclose()
 
@@ -234,7 +254,158 @@ class Queue(QueueSettings):
             for item in reply
         ]
 
-    # JobBackend: what a Job obtained from this queue calls back into.
+    # ----- operating the queue (admin.py builds each action; the scripts keep the rules)
+
+    async def _operate(self, operation: Operation[T]) -> T:
+        hooks = self.hooks.snapshot().around_operation
+        if not hooks or not operation.action:
+            return operation.parse(
+                await self._call(operation.name, operation.script, operation.args), None
+            )
+        event = self.operation_event(operation)
+        with Around(hooks, event):
+            reply = await self._call(operation.name, operation.script, operation.args)
+            return operation.parse(reply, event)
+
+    async def pause(self) -> bool:
+        """Stop every worker of this queue, in every process, from starting jobs: once this
+        returns, no fetch takes a job (jobs fetched before still run). Waiting jobs stay;
+        adds are accepted. Stored in Redis: it survives restarts. True if it changed."""
+        return await self._operate(admin.pause(True))
+
+    async def resume(self) -> bool:
+        """Let workers start jobs again (idle ones are woken at once). True if it changed."""
+        return await self._operate(admin.pause(False))
+
+    async def is_paused(self) -> bool:
+        return (await self.get_config()).paused
+
+    async def get_config(self) -> QueueConfig:
+        """The queue-wide settings stored in Redis, and the rate limit's current hold."""
+        return await self._operate(admin.get_config())
+
+    async def set_global_concurrency(self, limit: int | None) -> None:
+        """At most ``limit`` jobs of this queue active at once across every worker and
+        process (None: no limit). Each worker's own ``concurrency`` still applies."""
+        await self._operate(admin.global_concurrency(limit))
+
+    async def set_rate_limit(self, limit: RateLimit | None) -> None:
+        """At most ``limit.max`` jobs started per ``limit.duration`` by all workers
+        together; it replaces the workers' own ``limiter``. None removes it."""
+        await self._operate(admin.rate_limit(limit))
+
+    async def set_events_max_length(self, length: int | None) -> None:
+        """Keep about ``length`` entries in the queue's events stream (None: the default,
+        10,000; 0: record no events, which ``QueueEvents`` and ``wait_until_finished``
+        need)."""
+        await self._operate(admin.events_length(length))
+
+    async def cancel(self, job_id: str, reason: str = "") -> CancelResult:
+        """Cancel a job. A waiting or delayed one ends at once as failed with
+        ``JobCancelledError`` (its message ``reason``, or "cancelled"), never retried:
+        "cancelled". A running one is signalled to the worker that holds it, in any
+        process, which stops the attempt (an ``async`` processor's task is cancelled, a
+        sync one sees ``job.cancelled``) and fails the job the same way: "cancelling".
+        ``JobNotFoundError`` for an unknown job, ``JobStateError`` for a finished one."""
+        return await self._operate(cancel_job(job_id, reason, self.keys))
+
+    # ----- actions on jobs (job_actions.py builds them; one script each, bulk ones in
+    # chunks of job_actions.CHUNK jobs, one script call and one hook event per chunk)
+
+    async def _operate_steps(self, steps: job_actions.Steps[T]) -> T:
+        result: Any = None
+        while True:
+            try:
+                operation = steps.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            result = await self._operate(operation)
+
+    async def retry_job(self, job_id: str) -> None:
+        """Send a failed or completed job back to waiting, keeping its id (a stable
+        ``job_id`` can run again): its attempts, stalls and times are reset, its result,
+        error and progress removed; its data, options and logs stay. Raises
+        ``JobNotFoundError``, or ``JobStateError`` for a job that is waiting, active or
+        delayed, or was quarantined as corrupt. Its dedup key is not taken again."""
+        await self._operate(job_actions.retry(job_id, self.name))
+
+    async def promote_job(self, job_id: str) -> None:
+        """Make a delayed job ready now. ``JobStateError`` unless it is delayed."""
+        await self._operate(job_actions.promote(job_id, self.name))
+
+    async def remove_job(self, job_id: str) -> None:
+        """Remove a job and every trace of it (result, error, progress, logs) and free its
+        dedup key, in any state but running: an active job whose lock is held raises
+        ``JobStateError`` (cancel it instead); one whose worker died may be removed."""
+        await self._operate(job_actions.remove(job_id, self.name))
+
+    async def update_job_data(self, job_id: str, data: Any) -> None:
+        """Replace a job's data, in any state, serialized and capped as an add's
+        (``SerializationError``, ``PayloadTooLargeError``; nothing written then). A running
+        attempt keeps the data it started with."""
+        await self._operate(
+            job_actions.update_data(
+                job_id, data, self.name, self.serializer, self.max_payload_bytes
+            )
+        )
+
+    async def retry_jobs(
+        self,
+        state: str = "failed",
+        name: str | None = None,
+        limit: int | None = None,
+        on_progress: Callable[[int], object] | None = None,
+    ) -> int:
+        """Retry, as ``retry_job`` does, the jobs of ``state`` ("failed" or "completed")
+        named ``name`` (all if None), at most ``limit``, oldest first; returns how many.
+
+        Done in chunks of 1,000 jobs, one atomic script call each: ``on_progress(count)``
+        is called after each chunk with the count so far. Only jobs that finished before
+        the first chunk are considered, so jobs that fail again meanwhile are not retried
+        twice; jobs that a retention policy trims meanwhile may shift a chunk past a few.
+        """
+        return await self._operate_steps(job_actions.retry_jobs(state, name, limit, on_progress))
+
+    async def drain(self, include_delayed: bool = False) -> int:
+        """Remove every waiting job (and delayed one with ``include_delayed``) wholly, as
+        ``remove_job`` does; active jobs are untouched. Returns how many were removed.
+
+        Done in chunks of 1,000 jobs: each chunk that removes any emits one ``drained``
+        event with its ``count`` (not one ``removed`` event per job). Jobs added while it
+        runs may be drained too."""
+        return await self._operate_steps(job_actions.drain(include_delayed))
+
+    async def clean(self, state: str, grace: Duration, limit: int | None = None) -> list[str]:
+        """Remove the jobs of ``state`` (completed, failed, waiting or delayed; not active)
+        older than ``grace`` (seconds or ``timedelta``), at most ``limit``; returns their ids.
+
+        Completed and failed jobs are aged by their finish time, waiting and delayed ones
+        by their enqueue time. Done in chunks of 1,000 jobs; each chunk that removes any
+        emits one ``cleaned`` event with the ``state`` and its ``count`` (not one
+        ``removed`` event per job). Waiting and delayed jobs are scanned by position, so a
+        job that moves while it runs may be missed: call it again."""
+        return await self._operate_steps(job_actions.clean(state, grace, limit))
+
+    async def obliterate(self, force: bool = False) -> int:
+        """Remove the queue and everything in it: every job, its settings, counters,
+        events, dedup keys and worker list (live workers list themselves again at their
+        next heartbeat). Returns the number of jobs removed.
+
+        Raises ``QueueBusyError``, changing nothing, while jobs are active, unless
+        ``force`` (their workers then find them gone when they settle). The first chunk
+        pauses the queue; each chunk removes up to 1,000 jobs whole (a job is never half
+        removed); the last one, finding no job left, deletes every key. A job added while
+        it runs is either removed whole or, if added after that last chunk, survives whole
+        in the fresh queue. Should it stop half way (an error), the queue stays paused:
+        call it again, or ``resume()``."""
+        return await self._operate_steps(job_actions.obliterate(self.name, force))
+
+    async def get_workers(self) -> list[WorkerInfo]:
+        """The live workers of this queue, in any process, oldest first: those whose last
+        heartbeat has not expired (a killed worker leaves within 3 heartbeat intervals)."""
+        return await self._operate(registry.get_workers())
+
+    # ----- JobBackend: what a Job obtained from this queue calls back into.
 
     async def update_progress(self, job: Job, progress: Any, worker_id: str | None = None) -> None:
         try:
@@ -269,3 +440,28 @@ class Queue(QueueSettings):
         if fresh is None:
             raise JobNotFoundError(f"job {job.id!r} does not exist in queue {self.name!r}")
         return fresh
+
+    # ----- waiting for results (waiting.py): one reader of the events stream per queue
+
+    async def wait_until_finished(
+        self,
+        job_id: str,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109 - the whole wait's bound
+    ) -> Any:
+        """Wait for the job to finish and return its return value (decoded with the
+        queue's serializer). It does not poll: it looks at the job once, then waits on the
+        queue's events stream; every wait of this queue shares one reader (one connection).
+
+        Raises ``JobFailedError`` (``reason``, ``error_type``) if it failed for good,
+        ``JobCancelledError`` if it was cancelled, ``JobNotFoundError`` if it does not exist
+        or is removed meanwhile, ``TimeoutError`` after ``timeout`` seconds (None: no
+        limit), and ``EventsDisabledError`` if the queue records no events."""
+        seconds = check_wait(job_id, timeout)
+        if self._results is None:
+            self._results = ResultWaiter(
+                self._job_status, self.client, self.keys, self.serializer, self.redis_timeout
+            )
+        return await self._results.wait(job_id, seconds)
+
+    async def _job_status(self, job_ids: list[str]) -> Any:
+        return await self._call("wait_until_finished", JOB_STATUS, job_ids)

@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 
 import structlog
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from queue_core.connection import REDIRECT_ERRORS, TRANSIENT_ERRORS
 from queue_core.hooks import HookRegistry, WorkerErrorEvent, notify
@@ -53,9 +53,10 @@ class Backoff:
 def is_redis_fault(exc: BaseException, client: Any) -> bool:
     """True for a fault of Redis or of the connection, after which the same call may
     succeed: the transient errors, a deadline that passed, and, through a cluster client,
-    whatever redis-py raises while a node is torn down during a failover (a redirect, or
-    an ``AttributeError`` from a connection closed under it). A ``ResponseError`` that is
-    not transient is a real answer (a script error) and is not retried."""
+    whatever redis-py raises while a node is torn down during a failover (a redirect, an
+    ``AttributeError`` from a connection closed under it, a ``RedisClusterException``: no
+    node reachable, a slot not covered). A ``ResponseError`` that is not transient is a
+    real answer (a script error) and is not retried."""
     if isinstance(exc, (*TRANSIENT_ERRORS, TimeoutError)):
         return True
     if not isinstance(client, AsyncRedisCluster):
@@ -64,7 +65,10 @@ def is_redis_fault(exc: BaseException, client: Any) -> bool:
         return True
     if isinstance(exc, ResponseError):
         return False
-    return isinstance(exc, RedisError | AttributeError | IndexError | KeyError | TypeError)
+    return isinstance(
+        exc,
+        RedisError | RedisClusterException | AttributeError | IndexError | KeyError | TypeError,
+    )
 
 
 class RedisRetry:
@@ -90,10 +94,13 @@ class RedisRetry:
         give_up: Callable[[], bool] = lambda: False,
         bounded: bool = True,
         on_fault: Callable[[], None] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> T:
-        """``call()`` until it succeeds; ``give_up()`` is asked after each fault (the fault
-        is raised when it says so). ``bounded``: apply the deadline here (calls through the
-        command pipeline have the pipeline's own). ``on_fault`` hears of each fault.
+        """``call()`` until it succeeds; ``give_up()`` is asked after each fault and again
+        after the backoff (the fault is raised when it says so). ``bounded``: apply the
+        deadline here (calls through the command pipeline have the pipeline's own).
+        ``on_fault`` hears of each fault. ``sleep`` waits out the backoff: one that ends
+        early when the caller gives up (``WorkerContext.sleep``) lets a close end the wait.
 
         Each call backs off on its own: five slots meeting one fault each must not push
         the next retry of all of them out to seconds (measured in a Cluster failover)."""
@@ -122,7 +129,9 @@ class RedisRetry:
                 )
                 if give_up():
                     raise
-                await asyncio.sleep(delay)
+                await sleep(delay)
+                if give_up():
+                    raise
                 continue
             self.contact()
             return result

@@ -7,11 +7,14 @@ returns are detached snapshots: read their fields, or use an async ``Queue`` to 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
+from queue_core import admin, job_actions, registry
+from queue_core.admin import Operation, QueueConfig
+from queue_core.cancellation import CancelResult, cancel_job
 from queue_core.commands import (
     AddPlan,
     JobSpec,
@@ -23,7 +26,7 @@ from queue_core.commands import (
 from queue_core.connection import (
     DEFAULT_REDIS_TIMEOUT,
     SyncClient,
-    check_decoding,
+    byte_client,
     check_server_sync,
     create_sync_client,
     redis_errors,
@@ -32,7 +35,7 @@ from queue_core.connection import (
 from queue_core.decoding import snapshot_to_job
 from queue_core.hooks import Around, Hook, InternalEvent
 from queue_core.job import Job, JobState
-from queue_core.options import JobOptions, JobOptionsKwargs
+from queue_core.options import Duration, JobOptions, JobOptionsKwargs, RateLimit
 from queue_core.queue import (
     _ADD,
     _GET_COUNTS,
@@ -43,16 +46,21 @@ from queue_core.queue import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     QueueSettings,
 )
+from queue_core.registry import WorkerInfo
 from queue_core.scripts import LuaScript, preload_sync, run_script_sync
 from queue_core.serializer import Serializer
+from queue_core.waiting import JOB_STATUS, check_wait, wait_blocking
 
 __all__ = ["SyncQueue"]
+
+T = TypeVar("T")
 
 
 class SyncQueue(QueueSettings):
     """The blocking twin of ``Queue``: ``add``, ``add_bulk``, ``get_job``, ``get_counts``,
     ``get_stats``, ``get_jobs``. ``redis`` is a URL or a ``redis.Redis`` /
-    ``redis.cluster.RedisCluster``.
+    ``redis.cluster.RedisCluster``, never closed by ``close()``; for one created with
+    ``decode_responses=True`` the queue opens (and closes) a twin that does not decode.
 
     ``redis_timeout`` (seconds, default 5) is the socket timeout of the client it creates
     from a URL: a call that gets no reply within it raises ``RedisTimeoutError`` (an add
@@ -82,13 +90,11 @@ class SyncQueue(QueueSettings):
             hooks=hooks,
             redis_timeout=redis_timeout,
         )
-        self._owns_client = redis is None or isinstance(redis, str)
-        self.client: SyncClient = (
-            create_sync_client(redis, self.redis_timeout)
-            if redis is None or isinstance(redis, str)
-            else redis
-        )
-        check_decoding(self.client)
+        if redis is None or isinstance(redis, str):
+            self.client: SyncClient = create_sync_client(redis, self.redis_timeout)
+            self._owns_client = True
+        else:  # a decoding client's byte twin is ours to close
+            self.client, self._owns_client = byte_client(redis)
         self.server_address, self.server_port = server_address(self.client)
         self._checked = False
 
@@ -167,3 +173,102 @@ class SyncQueue(QueueSettings):
             )
             for item in reply
         ]
+
+    def wait_until_finished(self, job_id: str, timeout: float | timedelta | None = None) -> Any:
+        """The blocking twin of ``Queue.wait_until_finished`` (see there): one look at the
+        job, then XREAD BLOCK on this queue's client until it finishes or ``timeout``."""
+        seconds = check_wait(job_id, timeout)
+        return wait_blocking(
+            job_id,
+            seconds,
+            status=lambda ids: self._call("wait_until_finished", JOB_STATUS, ids),
+            client=self.client,
+            keys=self.keys,
+            serializer=self.serializer,
+        )
+
+    # ----- operating the queue: the blocking twins of Queue's methods (see there)
+
+    def _operate(self, operation: Operation[T]) -> T:
+        hooks = self.hooks.snapshot().around_operation
+        if not hooks or not operation.action:
+            return operation.parse(
+                self._call(operation.name, operation.script, operation.args), None
+            )
+        event = self.operation_event(operation)
+        with Around(hooks, event):
+            return operation.parse(
+                self._call(operation.name, operation.script, operation.args), event
+            )
+
+    def pause(self) -> bool:
+        return self._operate(admin.pause(True))
+
+    def resume(self) -> bool:
+        return self._operate(admin.pause(False))
+
+    def is_paused(self) -> bool:
+        return self.get_config().paused
+
+    def get_config(self) -> QueueConfig:
+        return self._operate(admin.get_config())
+
+    def set_global_concurrency(self, limit: int | None) -> None:
+        self._operate(admin.global_concurrency(limit))
+
+    def set_rate_limit(self, limit: RateLimit | None) -> None:
+        self._operate(admin.rate_limit(limit))
+
+    def set_events_max_length(self, length: int | None) -> None:
+        self._operate(admin.events_length(length))
+
+    def get_workers(self) -> list[WorkerInfo]:
+        return self._operate(registry.get_workers())
+
+    # ----- actions on jobs: the blocking twins of Queue's (see there)
+
+    def _operate_steps(self, steps: job_actions.Steps[T]) -> T:
+        result: Any = None
+        while True:
+            try:
+                operation = steps.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            result = self._operate(operation)
+
+    def retry_job(self, job_id: str) -> None:
+        self._operate(job_actions.retry(job_id, self.name))
+
+    def promote_job(self, job_id: str) -> None:
+        self._operate(job_actions.promote(job_id, self.name))
+
+    def remove_job(self, job_id: str) -> None:
+        self._operate(job_actions.remove(job_id, self.name))
+
+    def update_job_data(self, job_id: str, data: Any) -> None:
+        self._operate(
+            job_actions.update_data(
+                job_id, data, self.name, self.serializer, self.max_payload_bytes
+            )
+        )
+
+    def retry_jobs(
+        self,
+        state: str = "failed",
+        name: str | None = None,
+        limit: int | None = None,
+        on_progress: Callable[[int], object] | None = None,
+    ) -> int:
+        return self._operate_steps(job_actions.retry_jobs(state, name, limit, on_progress))
+
+    def drain(self, include_delayed: bool = False) -> int:
+        return self._operate_steps(job_actions.drain(include_delayed))
+
+    def clean(self, state: str, grace: Duration, limit: int | None = None) -> list[str]:
+        return self._operate_steps(job_actions.clean(state, grace, limit))
+
+    def obliterate(self, force: bool = False) -> int:
+        return self._operate_steps(job_actions.obliterate(self.name, force))
+
+    def cancel(self, job_id: str, reason: str = "") -> CancelResult:
+        return self._operate(cancel_job(job_id, reason, self.keys))

@@ -5,7 +5,9 @@ A worker is assembled from parts that each own one loop or one step, sharing a
 and blocks in Redis when idle (fetching.py); the ``JobRunner``'s slots run, settle and
 report each job, taking the next job from the same script call (attempts.py); the
 ``LockRenewer`` and ``StalledRecovery`` keep locks alive and put back the jobs of dead
-workers (locks.py). Each loop runs under a ``Supervisor`` (supervision.py): Redis faults
+workers (locks.py); the ``Heartbeat`` keeps it in the queue's worker registry
+(registry.py); the ``CancelListener`` hears ``queue.cancel()`` requests for the jobs it
+runs (cancellation.py). Each loop runs under a ``Supervisor`` (supervision.py): Redis faults
 are retried, anything else is reported and the loop goes on. This module holds the
 worker's options and its lifecycle: start, signals, health and shutdown.
 """
@@ -24,19 +26,22 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import structlog
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
 from queue_core.attempts import JobRunner, Processors
+from queue_core.cancellation import CancelListener
 from queue_core.commands import FetchSettings
 from queue_core.connection import (
     DEFAULT_REDIS_TIMEOUT,
     REDIRECT_ERRORS,
     AsyncClient,
-    check_decoding,
+    byte_client,
     check_server,
     create_async_client,
     server_address,
@@ -47,8 +52,11 @@ from queue_core.envelope import FORMAT_VERSION
 from queue_core.errors import (
     ClusterClientRequiredError,
     InvalidOptionError,
+    JobCancelledError,
     LockLostError,
     QueueError,
+    RedisTimeoutError,
+    RedisUnavailableError,
 )
 from queue_core.fetching import WATCHDOG_S, Fetcher
 from queue_core.hooks import Hook, WorkerEvent, notify
@@ -57,6 +65,7 @@ from queue_core.keys import QueueKeys
 from queue_core.locks import LockRenewer, StalledRecovery
 from queue_core.options import RateLimit, check_int, to_ms, to_seconds
 from queue_core.queue import DEFAULT_MAX_LOG_LINES, Queue
+from queue_core.registry import Heartbeat
 from queue_core.retry import BackoffStrategy
 from queue_core.scripts import CommandPipeline, can_pipeline, load_script, preload, run_script
 from queue_core.serializer import Serializer
@@ -69,6 +78,17 @@ Processor = Callable[[Job], Awaitable[Any]] | Callable[[Job], Any]
 """``async def process(job) -> result`` or a plain ``def`` (run in a thread)."""
 
 _GET_COUNTS = load_script("get_counts")
+
+# How long run() waits for Redis at start. Longer than a call's deadline: a Redis that
+# restarts with the worker may take seconds to load its data. A running worker waits
+# for Redis as long as it takes.
+DEFAULT_START_TIMEOUT: Final = 30.0
+_CLOSED: Final = object()  # what _connect returns when close() came first
+
+
+class _CredentialsRefusedError(Exception):
+    """Redis refused the worker's credentials at start: no retry can help."""
+
 
 _log = structlog.get_logger("queue_core.worker")
 
@@ -96,6 +116,9 @@ class Worker:
     ``stalled_interval``, expired locks are found and their jobs put back in wait, at
     most ``max_stalled_count`` times per job before it fails.
 
+    Registry: the worker beats every ``heartbeat_interval`` (``queue.get_workers()``
+    lists it); killed, it leaves the list within three intervals.
+
     ``await worker.run()`` runs until SIGTERM/SIGINT or ``close()``; ``async with worker:``
     runs it in the background. Shutdown stops fetching and lets running jobs finish within
     ``shutdown_timeout``; jobs still running then are left to stalled recovery.
@@ -103,6 +126,21 @@ class Worker:
     ``redis_timeout`` (seconds, default 5) bounds each of the worker's Redis calls; a
     call past it counts as a Redis fault and is retried, so a frozen server stalls the
     worker only until it answers again.
+
+    Redis outages: a running worker rides them out, retrying each call with backoff until
+    Redis answers (``healthy()`` turns false if it lasts). At start, ``run()`` (and ``async
+    with``) waits for Redis up to ``start_timeout`` (seconds, default 30; ``None``: until it
+    answers), then raises ``RedisUnavailableError`` (``RedisTimeoutError`` if Redis took the
+    connection but never answered); credentials Redis refuses raise it at once. Redis
+    reaches the caller of ``run()`` only as a ``QueueError``: those two,
+    ``ClusterClientRequiredError``, or a plain ``QueueError`` for any other refusal at start
+    (an ACL forbidding a command), with redis-py's error as its cause. ``close()`` does not
+    wait out a connection attempt, a retry's backoff or the idle blocking wait.
+
+    ``redis``: a URL or a ``redis.asyncio.Redis`` / ``RedisCluster``. A client created
+    with ``decode_responses=True`` is not used as is (job payloads are bytes): the worker
+    opens one with the same settings that does not decode, and closes it at shutdown. A
+    client passed in is never closed by the worker.
     """
 
     def __init__(
@@ -116,6 +154,7 @@ class Worker:
         lock_duration: float | timedelta = 30.0,
         stalled_interval: float | timedelta = 30.0,
         max_stalled_count: int = 1,
+        heartbeat_interval: float | timedelta = 5.0,
         limiter: RateLimit | None = None,
         backoff_strategies: Mapping[str, BackoffStrategy] | None = None,
         shutdown_timeout: float | timedelta = 30.0,
@@ -125,12 +164,16 @@ class Worker:
         worker_id: str | None = None,
         max_log_lines: int = DEFAULT_MAX_LOG_LINES,
         redis_timeout: float | timedelta | None = DEFAULT_REDIS_TIMEOUT,
+        start_timeout: float | timedelta | None = DEFAULT_START_TIMEOUT,
     ) -> None:
         processors = self._check_processors(processor)
         self.concurrency = check_int(concurrency, "concurrency", 1, 100_000)
         self.lock_duration = to_seconds(lock_duration, "lock_duration", allow_zero=False)
         self.stalled_interval = to_seconds(stalled_interval, "stalled_interval", allow_zero=False)
         self.max_stalled_count = check_int(max_stalled_count, "max_stalled_count", 0, 1_000_000)
+        self.heartbeat_interval = to_seconds(
+            heartbeat_interval, "heartbeat_interval", allow_zero=False
+        )
         if limiter is not None and not isinstance(limiter, RateLimit):
             raise InvalidOptionError("limiter must be a RateLimit")
         self.limiter = limiter
@@ -138,13 +181,18 @@ class Worker:
         self.shutdown_timeout = to_seconds(shutdown_timeout, "shutdown_timeout")
         self.drain_delay = to_seconds(drain_delay, "drain_delay", allow_zero=False)
         self.redis_timeout = to_deadline(redis_timeout)
+        self.start_timeout = (
+            None
+            if start_timeout is None
+            else to_seconds(start_timeout, "start_timeout", allow_zero=False)
+        )
         self.id = worker_id or _default_worker_id()
 
-        self._owns_client = redis is None or isinstance(redis, str)
-        self.client: AsyncClient = (
-            create_async_client(redis) if redis is None or isinstance(redis, str) else redis
-        )
-        check_decoding(self.client)
+        if redis is None or isinstance(redis, str):
+            self.client: AsyncClient = create_async_client(redis)
+            self._owns_client = True
+        else:  # a decoding client's byte twin is the worker's to close
+            self.client, self._owns_client = byte_client(redis)
         # The queue does the job operations a processor calls (progress, logs); it shares
         # this worker's client and hooks.
         queue = Queue(
@@ -188,8 +236,10 @@ class Worker:
         ctx.server_address, ctx.server_port = server_address(self.client)
         self._runner = JobRunner(ctx, processors, self.backoff_strategies)
         self._fetcher = Fetcher(ctx, self._runner, block_cap)
-        self._renewer = LockRenewer(ctx, self.lock_duration)
+        self._renewer = LockRenewer(ctx, self.lock_duration, self._runner.cancel)
+        self._canceller = CancelListener(ctx, self._runner.cancel)
         self._recovery = StalledRecovery(ctx, self.stalled_interval, self.max_stalled_count)
+        self._heartbeat = Heartbeat(ctx, self.heartbeat_interval)
         self._force = asyncio.Event()  # stop waiting for running jobs
         self._ready = asyncio.Event()  # started, or failed to start
         self._stopped = asyncio.Event()
@@ -347,18 +397,14 @@ class Worker:
 
         try:
             with ctx.internal("connect"):
-                stored_format = await ctx.redis.call(
-                    "connect", connect, give_up=ctx.stopping.is_set
-                )
+                stored_format = await self._connect(connect)
         except REDIRECT_ERRORS as exc:
             raise ClusterClientRequiredError(
                 f"queue {self.name!r} lives on another Redis Cluster node ({exc}); pass a "
                 "redis.asyncio.cluster.RedisCluster client as redis="
             ) from exc
-        except Exception as exc:
-            if ctx.stopping.is_set() and is_redis_fault(exc, self.client):
-                return  # closed while Redis was down
-            raise
+        if stored_format is _CLOSED:
+            return  # closed while connecting
         if stored_format is not None and int(stored_format) > FORMAT_VERSION:
             _log.warning(
                 "queue_format_newer",
@@ -376,6 +422,8 @@ class Worker:
         self._ready.set()
         ctx.spawn(self._renewer.run())
         ctx.spawn(self._recovery.run())
+        ctx.spawn(self._canceller.run())
+        ctx.spawn(self._heartbeat.run())
         _log.info(
             "worker_started",
             queue=self.name,
@@ -386,6 +434,73 @@ class Worker:
         hooks = self.hooks.snapshot().on_worker_started
         if hooks:
             await notify(hooks, WorkerEvent(self.name, self.id, self.concurrency))
+
+    async def _connect(self, connect: Callable[[], Awaitable[Any]]) -> Any:
+        """``connect()``, its Redis faults retried for up to ``start_timeout``; ``_CLOSED``
+        as soon as ``close()`` is requested (an attempt in flight is cancelled)."""
+        ctx = self._ctx
+        loop = asyncio.get_running_loop()
+        limit = self.start_timeout
+        deadline = None if limit is None else loop.time() + limit
+
+        def give_up() -> bool:
+            return ctx.stopping.is_set() or (deadline is not None and loop.time() >= deadline)
+
+        async def sleep(seconds: float) -> bool:
+            if deadline is not None:
+                seconds = min(seconds, deadline - loop.time())
+            return await ctx.sleep(seconds)
+
+        async def attempt() -> Any:
+            try:
+                async with asyncio.timeout_at(deadline):  # a frozen Redis, no redis_timeout
+                    return await connect()
+            except AuthenticationError as exc:
+                raise _CredentialsRefusedError(str(exc)) from exc  # not a fault: no retry
+
+        trying = asyncio.ensure_future(
+            ctx.redis.call("connect", attempt, give_up=give_up, sleep=sleep)
+        )
+        closing = asyncio.ensure_future(ctx.stopping.wait())
+        try:
+            await asyncio.wait({trying, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not trying.done():
+                trying.cancel()
+                await asyncio.wait({trying})
+        if trying.cancelled():
+            return _CLOSED
+        exc = trying.exception()
+        if exc is None:
+            return trying.result()
+        host, port = server_address(self.client)
+        where = f"{host}:{port}" if port is not None else str(host)
+        if isinstance(exc, _CredentialsRefusedError):
+            raise RedisUnavailableError(
+                f"worker {self.id} cannot start: Redis at {where} refused its credentials "
+                f"({exc.__cause__})"
+            ) from exc.__cause__
+        if is_redis_fault(exc, self.client):
+            if ctx.stopping.is_set():
+                return _CLOSED
+            if isinstance(exc, RedisPyTimeoutError | TimeoutError):
+                raise RedisTimeoutError(
+                    f"worker {self.id} cannot start: Redis at {where} did not answer within "
+                    f"start_timeout ({limit} s): {str(exc) or type(exc).__name__}"
+                ) from exc
+            raise RedisUnavailableError(
+                f"worker {self.id} cannot start: no connection to Redis at {where} within "
+                f"start_timeout ({limit} s): {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(exc, RedisError | RedisClusterException) and not isinstance(
+            exc, REDIRECT_ERRORS
+        ):
+            raise QueueError(
+                f"worker {self.id} cannot start on queue {self.name!r}: Redis answered "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        raise exc
 
     async def _shutdown(self) -> None:
         ctx, runner = self._ctx, self._runner
@@ -438,6 +553,8 @@ class Worker:
             forced.cancel()
 
     async def _close_client(self) -> None:
+        with suppress(Exception):  # ends the waits of processors (wait_until_finished)
+            await self._queue.close()
         if self._owns_client:
             with suppress(Exception):
                 await self.client.aclose()
@@ -460,10 +577,32 @@ class Worker:
     async def refresh(self, job: Job) -> Job:
         return await self._queue.refresh(job)
 
+    async def retry_job(self, job_id: str) -> None:
+        await self._queue.retry_job(job_id)
+
+    async def promote_job(self, job_id: str) -> None:
+        await self._queue.promote_job(job_id)
+
+    async def remove_job(self, job_id: str) -> None:
+        await self._queue.remove_job(job_id)
+
+    async def update_job_data(self, job_id: str, data: Any) -> None:
+        await self._queue.update_job_data(job_id, data)
+
+    async def wait_until_finished(
+        self,
+        job_id: str,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109 - the whole wait's bound
+    ) -> Any:
+        return await self._queue.wait_until_finished(job_id, timeout)
+
     async def move_to_delayed(self, job: Job, when: float | timedelta | datetime) -> None:
         if job.id not in self._ctx.running or job._moved:
             raise QueueError("move_to_delayed is only for a running job, once per attempt")
         settled_next = await self._runner.delay(job, when, self.hooks.snapshot(), None, fetch=False)
         assert settled_next is None
+        if job.state is JobState.FAILED:  # a cancel was pending: failed as cancelled
+            job._moved = True  # settled all the same: the runner records nothing more
+            raise JobCancelledError(job.id, job.failed_reason or "")
         if job.state is not JobState.DELAYED:
             raise LockLostError(f"job {job.id} lost its lock before it could be delayed")

@@ -3,8 +3,8 @@ flight, its lifecycle state and its Redis retry policy.
 
 A ``Worker`` (worker.py) is assembled from parts that each own one loop or one step:
 ``Fetcher`` (fetching.py), ``JobRunner`` (attempts.py), ``LockRenewer`` and
-``StalledRecovery`` (locks.py). They talk through this context, never to each other's
-private state.
+``StalledRecovery`` (locks.py), ``Heartbeat`` (registry.py). They talk through this
+context, never to each other's private state.
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ class WorkerContext:
         parse: Callable[[Any], F],
         *,
         give_up: Callable[[], bool] = lambda: False,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> F:
         """Run a script that fetches up to ``count`` jobs (move_to_active, a settle),
         retrying Redis faults. The jobs it hands over are ``held`` from the moment the reply
@@ -144,6 +145,7 @@ class WorkerContext:
                 give_up=give_up,
                 bounded=self.pipeline is None,
                 on_fault=fault,
+                sleep=sleep,
             )
             result = parse(reply)
             fetched = result if isinstance(result, Fetched) else result.fetched

@@ -29,6 +29,7 @@ from queue_core import (
     Hook,
     Job,
     JobEvent,
+    OperationEvent,
     ProcessEvent,
     QuarantineEvent,
     RateLimitEvent,
@@ -99,6 +100,8 @@ class MetricsHook(Hook):
         self._workers = _Tally()
         self._capacity = _Tally()
         self._worker_errors = _Tally()
+        self._actions = _Tally()
+        self._action_jobs = _Tally()
         self._attributes: dict[Key, dict[str, Any]] = {}  # one dict per attribute set
         self._keys = _Keys()
         counters: list[tuple[str, str, str, _Tally, Callable[..., Any]]] = [
@@ -120,6 +123,11 @@ class MetricsHook(Hook):
              self._capacity, meter.create_observable_up_down_counter),
             (sc.WORKER_ERRORS, "{error}", "Unexpected errors in a worker's own loops.",
              self._worker_errors, meter.create_observable_counter),
+            (sc.OPERATOR_ACTIONS, "{action}",
+             "Operator actions (pause, retry, cancel, remove...), by operation and error.type.",
+             self._actions, meter.create_observable_counter),
+            (sc.OPERATOR_JOBS, "{job}", "Jobs changed by operator actions, by operation.",
+             self._action_jobs, meter.create_observable_counter),
         ]  # fmt: skip
         for name, unit, description, tally, create in counters:
             create(name, callbacks=[tally.observe], unit=unit, description=description)
@@ -199,14 +207,31 @@ class MetricsHook(Hook):
     def on_completed(self, event: JobEvent) -> None:
         self._finished(event.queue, event.job, None)
 
+    def on_cancelled(self, event: JobEvent) -> None:
+        self._finished(event.queue, event.job, None, outcome="cancelled")
+
+    # ------------------------------------------------------------------ operator
+
+    @contextmanager
+    def around_operation(self, event: OperationEvent) -> Iterator[None]:
+        yield
+        error = type(event.error).__qualname__ if event.error is not None else None
+        base = {sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
+                sc.OPERATION: event.operation}  # fmt: skip
+        self._actions.add(_key(**base, **{sc.ERROR_TYPE: error}))
+        if event.count:
+            self._action_jobs.add(_key(**base), event.count)
+
     def on_failed(self, event: JobEvent) -> None:
         error_type = type(event.error).__qualname__ if event.error else event.job.error_type
         self._finished(event.queue, event.job, error_type or "_OTHER")
 
-    def _finished(self, queue: str, job: Job, error_type: str | None) -> None:
+    def _finished(
+        self, queue: str, job: Job, error_type: str | None, outcome: str | None = None
+    ) -> None:
         base = {sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue, sc.JOB_NAME: job.name}
         if job.finished_at is not None:
-            outcome = "failed" if error_type else "completed"
+            outcome = outcome or ("failed" if error_type else "completed")
             key = _key(**base, **{sc.JOB_OUTCOME: outcome, sc.ERROR_TYPE: error_type})
             elapsed = (job.finished_at - job.enqueued_at).total_seconds()
             self._job_duration.record(max(0.0, elapsed), self._dict(key))

@@ -40,6 +40,8 @@ JOB_DELAY: Final = "queue_core.job.delay"
 RATE_LIMIT_KIND: Final = "queue_core.rate_limit.kind"
 STALL_OUTCOME: Final = "queue_core.stall.outcome"
 WORKER_LOOP: Final = "queue_core.worker.loop"
+OPERATION: Final = "queue_core.operation"  # an operator's action: pause, retry, cancel...
+OPERATION_COUNT: Final = "queue_core.operation.jobs"  # jobs the action changed
 
 # Metric names. The first four are the conventions'; the rest are queue_core's.
 SENT_MESSAGES: Final = "messaging.client.sent.messages"
@@ -58,6 +60,8 @@ WORKER_CAPACITY: Final = "queue_core.worker.capacity"
 QUEUE_DEPTH: Final = "queue_core.queue.depth"
 OLDEST_JOB_AGE: Final = "queue_core.queue.oldest_job.age"
 WORKER_ERRORS: Final = "queue_core.worker.errors"
+OPERATOR_ACTIONS: Final = "queue_core.operator.actions"
+OPERATOR_JOBS: Final = "queue_core.operator.jobs"
 
 # Histogram buckets, seconds. The conventions advise 0.005 ... 10 s; jobs and queue waits
 # run far longer, so the job buckets continue up to four hours. Enqueueing is a single

@@ -24,9 +24,10 @@ Job data, return values and error messages in headers never become attributes.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from queue_core import (
     InternalEvent,
     Job,
     JobEvent,
+    OperationEvent,
     ProcessEvent,
     StalledEvent,
 )
@@ -154,7 +156,7 @@ class TracingHook(Hook):
         self._read: dict[int, tuple[Context, trace.SpanContext, trace.SpanContext | None]] = {}
         # A job span whose outcome arrived during an attempt waits until that attempt's
         # span has ended: a parent must not end before its children.
-        self._pending: dict[int, tuple[str, Job, str | None, str | None]] = {}
+        self._pending: dict[int, tuple[str, Job, str | None, str | None, str | None]] = {}
 
     # ------------------------------------------------------------------ producer side
 
@@ -265,11 +267,19 @@ class TracingHook(Hook):
         known = self._read.get(id(job))
         if known is not None:
             return known
-        creation = extract(job.headers, with_baggage=self._settings.propagate_baggage)
+        creation, creation_context, job_context = self._producer_of(job.headers)
+        if job_context is not None and job.manual_retries:
+            job_context = rerun_context(job_context, job.manual_retries)
+        return creation, creation_context, job_context
+
+    def _producer_of(
+        self, headers: Mapping[str, str]
+    ) -> tuple[Context, trace.SpanContext, trace.SpanContext | None]:
+        creation = extract(headers, with_baggage=self._settings.propagate_baggage)
         return (
             creation,
             trace.get_current_span(creation).get_span_context(),
-            decode_span_context(job.headers.get(JOB_HEADER)),
+            decode_span_context(headers.get(JOB_HEADER)),
         )
 
     @contextmanager
@@ -342,6 +352,37 @@ class TracingHook(Hook):
             span.set_status(Status(StatusCode.ERROR, str(event.error)))
         span.end()
 
+    # ------------------------------------------------------------------ operator side
+
+    @contextmanager
+    def around_operation(self, event: OperationEvent) -> Iterator[None]:
+        """An operator's action is a span of its own, in the caller's trace (an admin
+        request), never in the job's: an action on one job links to the job's trace."""
+        attributes = self._base(event.queue, event.server_address, event.server_port)
+        attributes[sc.OPERATION] = event.operation
+        if event.job_id is not None:
+            attributes[sc.MESSAGE_ID] = event.job_id
+        span = self._tracers.main().start_span(
+            f"{event.operation} {event.queue}", kind=SpanKind.CLIENT, attributes=attributes
+        )
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                yield
+        finally:
+            if event.headers:
+                _, creation_context, job_context = self._producer_of(event.headers)
+                for linked in (job_context, creation_context):
+                    if linked is not None and linked.is_valid:
+                        span.add_link(linked)
+                        break
+            if event.count is not None:
+                span.set_attribute(sc.OPERATION_COUNT, event.count)
+            if event.error is not None:
+                span.set_attribute(sc.ERROR_TYPE, _error_type(event.error))
+                span.record_exception(event.error)
+                span.set_status(Status(StatusCode.ERROR, str(event.error)))
+            span.end()
+
     @contextmanager
     def around_internal(self, event: InternalEvent) -> Iterator[None]:
         if not self._settings.suppress_internal:
@@ -355,6 +396,10 @@ class TracingHook(Hook):
     def on_completed(self, event: JobEvent) -> None:
         self._job_outcome(event.queue, event.job, None, None)
 
+    def on_cancelled(self, event: JobEvent) -> None:
+        # An operator's decision, not an error: the job span's outcome says "cancelled".
+        self._job_outcome(event.queue, event.job, None, None, outcome="cancelled")
+
     def on_failed(self, event: JobEvent) -> None:
         error = event.error
         self._job_outcome(
@@ -365,25 +410,39 @@ class TracingHook(Hook):
         )
 
     def _job_outcome(
-        self, queue: str, job: Job, error_type: str | None, message: str | None
+        self,
+        queue: str,
+        job: Job,
+        error_type: str | None,
+        message: str | None,
+        outcome: str | None = None,
     ) -> None:
         if id(job) in self._read:  # inside the attempt: record once its span has ended
-            self._pending[id(job)] = (queue, job, error_type, message)
+            self._pending[id(job)] = (queue, job, error_type, message, outcome)
         else:
-            self._record_job_span(queue, job, error_type, message)
+            self._record_job_span(queue, job, error_type, message, outcome)
 
     def on_stalled(self, event: StalledEvent) -> None:
         for job in event.failed:
             self._record_job_span(event.queue, job, job.error_type or "_OTHER", job.failed_reason)
 
     def _record_job_span(
-        self, queue: str, job: Job, error_type: str | None, message: str | None
+        self,
+        queue: str,
+        job: Job,
+        error_type: str | None,
+        message: str | None,
+        outcome: str | None = None,
     ) -> None:
         _, creation_context, job_context = self._producer(job)
         tracer = self._tracers.jobs()
         if job_context is None or tracer is None:
             return
-        links: Sequence[Link] = [Link(creation_context)] if creation_context.is_valid else []
+        links: list[Link] = [Link(creation_context)] if creation_context.is_valid else []
+        if job.manual_retries:  # a run an operator asked for: linked to the first run's span
+            first_run = decode_span_context(job.headers.get(JOB_HEADER))
+            if first_run is not None:
+                links.append(Link(first_run))
         same_trace = creation_context.is_valid and creation_context.trace_id == job_context.trace_id
         parent = _remote_parent(creation_context) if same_trace else Context()
         attributes: Mapping[str, Any] = {
@@ -391,7 +450,7 @@ class TracingHook(Hook):
             sc.DESTINATION: queue,
             sc.MESSAGE_ID: job.id,
             sc.JOB_NAME: job.name,
-            sc.JOB_OUTCOME: "failed" if error_type else "completed",
+            sc.JOB_OUTCOME: outcome or ("failed" if error_type else "completed"),
             sc.JOB_ATTEMPT: job.attempts_started,
             sc.JOB_MAX_ATTEMPTS: job.options.attempts,
         }
@@ -414,6 +473,19 @@ class TracingHook(Hook):
         # (Redis records the finish time in whole milliseconds).
         finished = _ns(job.finished_at) or 0
         span.end(end_time=max(finished, time.time_ns()))
+
+
+def rerun_context(first: trace.SpanContext, run: int) -> trace.SpanContext:
+    """The job span of the ``run``-th run an operator asked for (``retry_job``): a trace of
+    its own, with ids that every worker derives alike from the first run's span, so that
+    its attempts, in any process, share that root. The first run's span has ended long
+    ago and is not reused."""
+    digest = hashlib.blake2b(
+        f"{first.trace_id:032x}{first.span_id:016x}:{run}".encode(), digest_size=24
+    ).digest()
+    trace_id = int.from_bytes(digest[:16], "big") or 1
+    span_id = int.from_bytes(digest[16:], "big") or 1
+    return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=first.trace_flags)
 
 
 def wait_seconds(job: Job) -> float:

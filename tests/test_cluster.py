@@ -21,13 +21,17 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from queue_core import (
     Backoff,
     ClusterClientRequiredError,
-    InvalidOptionError,
+    Dedup,
     Job,
+    JobCancelledError,
+    JobFailedError,
     JobOptions,
     JobSpec,
     JobState,
     Queue,
+    RateLimit,
     SyncQueue,
+    UnrecoverableError,
     Worker,
 )
 from queue_core.keys import QueueKeys
@@ -180,16 +184,66 @@ async def test_queues_on_every_node_complete_their_jobs(
                 assert stored == [], f"{name} has keys on node {node.port}: {stored}"
 
 
-async def test_cluster_client_must_not_decode_responses(cluster: RedisCluster) -> None:
+def connections_named(cluster: RedisCluster, name: str) -> int:
+    total = 0
+    for node in cluster.nodes:
+        with node.client() as admin:
+            total += sum(1 for entry in admin.client_list() if entry["name"] == name)
+    return total
+
+
+async def test_a_decoding_cluster_client_is_accepted(cluster: RedisCluster) -> None:
+    """A cluster client created with decode_responses=True (async, and sync for SyncQueue)
+    gets a byte twin with its startup nodes and options, which queue_core opens and closes;
+    the user's own client stays open and decoding."""
+    queue_name = f"decoding-{uuid.uuid4().hex[:8]}"
+    client_name = f"user-{uuid.uuid4().hex[:8]}"
+    user_key = f"{{{queue_name}}}:mine"
     nodes = [ClusterNode(host, port) for host, port in cluster.startup_nodes]
-    decoding = AsyncRedisCluster(startup_nodes=nodes, decode_responses=True)
+    decoding = AsyncRedisCluster(
+        startup_nodes=nodes, decode_responses=True, client_name=client_name, socket_timeout=7
+    )
+
+    async def echo(job: Job) -> Any:
+        return job.data
+
     try:
-        with pytest.raises(InvalidOptionError, match="decode_responses=False"):
-            Queue("decoding", redis=decoding)
-        with pytest.raises(InvalidOptionError, match="decode_responses=False"):
-            Worker("decoding", lambda job: None, redis=decoding)
+        assert await decoding.set(user_key, "v")
+        own = connections_named(cluster, client_name)
+        async with Queue(queue_name, redis=decoding) as queue:
+            twin = queue.client
+            assert isinstance(twin, AsyncRedisCluster) and twin is not decoding
+            assert twin.get_connection_kwargs()["socket_timeout"] == 7
+            job = await queue.add("x", {"text": "héllo"})
+            async with Worker(queue_name, echo, redis=decoding, drain_delay=1.0):
+                await wait_counts(queue, completed=1)
+            done = await queue.get_job(job.id)
+            assert done is not None and done.return_value == {"text": "héllo"}
+            assert connections_named(cluster, client_name) > own
+        for _ in range(100):  # the twins' connections close as the server notices
+            if connections_named(cluster, client_name) == own:
+                break
+            await asyncio.sleep(0.05)
+        assert connections_named(cluster, client_name) == own
+        assert await decoding.get(user_key) == "v"  # open, and still decoding
     finally:
         await decoding.aclose()
+
+    sync_nodes = [
+        redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
+        for host, port in cluster.startup_nodes
+    ]
+    sync_decoding = redis.cluster.RedisCluster(startup_nodes=sync_nodes, decode_responses=True)
+    try:
+        with SyncQueue(queue_name, redis=sync_decoding) as sync_queue:
+            assert sync_queue.client is not sync_decoding
+            stored = sync_queue.get_job(job.id)
+            assert stored is not None and stored.return_value == {"text": "héllo"}
+            sync_queue.add("y", [1])
+            assert sync_queue.get_counts()["waiting"] == 1
+        assert sync_decoding.get(user_key) == "v"
+    finally:
+        sync_decoding.close()
 
 
 async def test_server_address_is_the_node_serving_the_queue(
@@ -230,3 +284,85 @@ async def test_a_plain_client_to_the_wrong_node_gets_a_clear_error(
     )
     with owner.client() as client:
         assert client.keys(f"*{elsewhere}*") == []
+
+
+async def operate(client: AsyncRedisCluster, name: str) -> dict[str, Any]:
+    """Every operator action of a queue through the cluster client, with a worker running."""
+    release = asyncio.Event()
+
+    async def process(job: Job) -> Any:
+        if job.name == "fails":
+            raise UnrecoverableError("no")
+        if job.name == "hangs":
+            await release.wait()
+        return job.data
+
+    queue = Queue(name, redis=client)
+    seen: dict[str, Any] = {}
+    await queue.pause()
+    seen["paused"] = await queue.is_paused()
+    await queue.set_global_concurrency(2)
+    await queue.set_rate_limit(RateLimit(100, 1))
+    await queue.set_events_max_length(1000)
+    config = await queue.get_config()
+    seen["config"] = (config.global_concurrency, config.rate_limit, config.events_max_length)
+    later = await queue.add("later", {"n": 1}, delay=60)
+    await queue.update_job_data(later.id, {"n": 2})
+    await queue.promote_job(later.id)
+    unwanted = await queue.add("unwanted", None, delay=60)
+    seen["cancel_waiting"] = await queue.cancel(unwanted.id, "not needed")
+    dropped = await queue.add("dropped", None)
+    await queue.remove_job(dropped.id)
+    first = await queue.add("deduped", {"v": 1}, dedup=Dedup("key"))
+    second = await queue.add("deduped", {"v": 2}, dedup=Dedup("key"))
+    seen["dedup"] = (second.id == first.id, second.deduplicated)
+    fails = await queue.add("fails", None)
+    hangs = await queue.add("hangs", None)
+    await queue.resume()
+    async with Worker(name, process, redis=client, drain_delay=1, heartbeat_interval=0.5):
+        seen["later"] = await queue.wait_until_finished(later.id, timeout=10)
+        with pytest.raises(JobFailedError):
+            await queue.wait_until_finished(fails.id, timeout=10)
+        await wait_counts(queue, active=1)
+        seen["workers"] = len(await queue.get_workers())
+        seen["cancel_running"] = await queue.cancel(hangs.id, "stop")
+        with pytest.raises(JobCancelledError):
+            await queue.wait_until_finished(hangs.id, timeout=10)
+        await queue.retry_job(fails.id)
+        with pytest.raises(JobFailedError):
+            await queue.wait_until_finished(fails.id, timeout=10)
+        seen["retried"] = await queue.retry_jobs(state="completed")
+        await wait_counts(queue, completed=2)
+    seen["cleaned"] = len(await queue.clean("completed", 0))
+    await queue.add("left", None, delay=60)
+    seen["drained"] = await queue.drain(include_delayed=True)
+    await queue.obliterate()
+    seen["counts"] = await queue.get_counts()
+    await queue.close()
+    return seen
+
+
+async def test_operator_actions_on_queues_on_every_node(
+    cluster: RedisCluster, admin: redis.Redis, client: AsyncRedisCluster
+) -> None:
+    names = queue_names_on_every_node(admin, len(cluster.nodes))
+    results = await asyncio.gather(*(operate(client, name) for name in names.values()))
+    empty = {"waiting": 0, "active": 0, "delayed": 0, "completed": 0, "failed": 0}
+    for seen in results:
+        assert seen == {
+            "paused": True,
+            "config": (2, RateLimit(100, 1), 1000),
+            "cancel_waiting": "cancelled",
+            "dedup": (True, True),
+            "later": {"n": 2},
+            "workers": 1,
+            "cancel_running": "cancelling",
+            "retried": 2,
+            "cleaned": 2,
+            "drained": 1,
+            "counts": empty,
+        }
+    for name in names.values():  # obliterate left nothing behind on any node
+        for node in cluster.nodes:
+            with node.client() as node_client:
+                assert node_client.keys(f"qc:{{{name}}}:*") == []

@@ -233,8 +233,8 @@ class QueueMachine(RuleBasedStateMachine):
         if job is None:
             return
         self.client.zadd(self.keys["active"], {job.id: 0})  # as if its deadline passed
-        requeued, failed, quarantined = self.call("recover_stalled", [MAX_STALLED, 1000])
-        assert quarantined == []
+        requeued, failed, quarantined, cancelled = self.call("recover_stalled", [MAX_STALLED, 1000])
+        assert quarantined == [] and cancelled == []  # no cancel is ever requested here
         assert [i.decode() for i in requeued + failed] == [job.id]
         if job.token is not None:
             self.stale_tokens.append((job.id, job.token))

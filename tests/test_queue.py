@@ -207,13 +207,6 @@ async def test_redis_down_raises_a_typed_error(queue_name: str) -> None:
             await q.get_counts()
 
 
-async def test_client_must_not_decode_responses(queue_name: str, redis_url: str) -> None:
-    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-    with pytest.raises(InvalidOptionError, match="decode_responses=False"):
-        Queue(queue_name, redis=client)
-    await client.aclose()
-
-
 async def test_warns_when_eviction_policy_is_unsafe(queue_name: str) -> None:
     server = RedisServer(extra=("--maxmemory-policy", "allkeys-lru")).start()
     try:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.redis_server import RedisServer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,3 +41,49 @@ def test_readme_examples_run_as_written(redis_url: str) -> None:
     run(sync_producer, redis_url)
     readme = (ROOT / "README.md").read_text()
     assert "It prints `completed {'delivered': True} 1`" in readme
+
+
+def section_blocks(heading: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+# What each example of "Operating a queue" prints (its own lines, among log lines).
+OPERATING_OUTPUT = [
+    ["paused True 1", "limits 3 RateLimit(max=100, duration=60.0)"],
+    ["failed: RuntimeError payment provider down", "charged order 42", "retried 0"],
+    [
+        "cancelling",
+        "cancelling",
+        "cancelled",
+        "cancelled: user closed the tab",
+        "cancelled: replaced by a new upload",
+    ],
+    [
+        "drained 5",
+        "cleaned []",
+        "left {'waiting': 0, 'active': 0, 'delayed': 0, 'completed': 0, 'failed': 0}",
+    ],
+    ["1 True {'doc': 9, 'revision': 5}", "delayed 1"],
+    ["added 1", "active 1", "completed 1", "worker True 4"],
+    ["cancelled", "failed 1"],
+]
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
+
+
+def test_the_operating_examples_run_as_written() -> None:
+    blocks = section_blocks("Operating a queue")
+    assert len(blocks) == len(OPERATING_OUTPUT)
+    server = RedisServer().start()  # its own: each example starts from an empty Redis
+    client = server.client()
+    try:
+        for code, expected in zip(blocks, OPERATING_OUTPUT, strict=True):
+            client.flushall()
+            lines = run(code, server.url).splitlines()
+            assert [line for line in lines if not LOG_LINE.match(line)] == expected, code
+    finally:
+        client.close()
+        server.cleanup()

@@ -27,7 +27,17 @@ from typing import Any, Final
 import pytest
 import redis
 
-from queue_core import Backoff, DelayedError, Job, JobOptions, JobSpec, Queue, Worker
+from queue_core import (
+    Backoff,
+    Dedup,
+    DelayedError,
+    Job,
+    JobOptions,
+    JobSpec,
+    Queue,
+    RateLimit,
+    Worker,
+)
 from queue_core import scripts as scripts_module
 from queue_core.keys import KEY_NAMES, QueueKeys
 from queue_core.scripts import SCRIPT_NAMES, LuaScript, ScriptError, load_script, run_script
@@ -58,6 +68,24 @@ KEY_COMMANDS: Final[dict[str, tuple[int, ...]]] = {
     "ZRANGEBYSCORE": (1,),
     "ZREVRANGEBYSCORE": (1,),
     "ZPOPMIN": (1,),
+    "ZCOUNT": (1,),
+    "ZREMRANGEBYSCORE": (1,),
+    "ZREMRANGEBYRANK": (1,),
+    "HMGET": (1,),
+    "HGETALL": (1,),
+    "HKEYS": (1,),
+    "HLEN": (1,),
+    "HSCAN": (1,),
+    "EXISTS": (1,),
+    "UNLINK": (1,),
+    "XADD": (1,),
+    "XLEN": (1,),
+    "XRANGE": (1,),
+    "XREVRANGE": (1,),
+    "XTRIM": (1,),
+    # A channel, not a key; the queue's channel name comes through KEYS all the same, so
+    # that no name of the queue is ever built in a script.
+    "PUBLISH": (1,),
 }
 KEYLESS_COMMANDS: Final = frozenset({"TIME"})
 
@@ -1314,6 +1342,8 @@ async def run_workload(queue: Queue, url: str) -> None:
             raise ValueError("always fails")
         elif job.name == "slow":
             await asyncio.sleep(0.7)  # longer than half the lock: the lock is renewed
+        elif job.name == "hang":
+            await asyncio.sleep(30)  # until cancelled
         return {"ok": job.name}
 
     await queue.add("plain", {"n": 1})
@@ -1338,25 +1368,51 @@ async def run_workload(queue: Queue, url: str) -> None:
     async with worker:
         await worker.rate_limit(timedelta(milliseconds=20))
         await wait_counts(queue, completed=9, failed=1, timeout=20)
+        assert [w.id for w in await queue.get_workers()] == [worker.id]
+        hang = await queue.add("hang", {"n": 8}, dedup=Dedup("hang-key"))
+        await wait_counts(queue, active=1)
+        assert await queue.cancel(hang.id, "no longer needed") == "cancelling"
+        await wait_counts(queue, failed=2)
     assert attempts["flaky"] == 2 and attempts["deferred"] == 2
+    assert await queue.wait_until_finished("order-7", timeout=5) == {"ok": "custom"}
 
     job = await queue.get_job("order-7")
     assert job is not None and job.return_value == {"ok": "custom"}
     (plain,) = [j for j in await queue.get_jobs("completed") if j.name == "plain"]
     assert plain.progress == {"done": 50}
     assert await plain.get_logs() == ["half way"]
-    assert len(await queue.get_jobs(["completed", "failed"])) == 10
+    assert len(await queue.get_jobs(["completed", "failed"])) == 11
     assert await queue.get_counts() == {
         "waiting": 0,
         "active": 0,
         "delayed": 0,
         "completed": 9,
-        "failed": 1,
+        "failed": 2,
     }
     assert (await queue.get_stats()).oldest_waiting_age is None
     # release_orphans runs only after a fetch's reply was lost: called as a worker would.
     release = load_script("release_orphans")
     assert await run_script(queue.client, release, queue.keys, [1, "nobody~1:"]) == []
+
+    # The operator's actions and settings.
+    await queue.pause()
+    await queue.resume()
+    await queue.set_global_concurrency(5)
+    await queue.set_rate_limit(RateLimit(10, 1))
+    await queue.set_events_max_length(500)
+    assert (await queue.get_config()).global_concurrency == 5
+    later = await queue.add("later", {"n": 9}, delay=60)
+    await queue.update_job_data(later.id, {"n": 10})
+    await queue.promote_job(later.id)
+    await queue.remove_job(later.id)
+    unwanted = await queue.add("unwanted", {"n": 11}, delay=60)
+    assert await queue.cancel(unwanted.id) == "cancelled"
+    (doomed,) = [j for j in await queue.get_jobs("failed") if j.name == "doomed"]
+    await queue.retry_job(doomed.id)
+    assert await queue.drain() == 1
+    assert await queue.retry_jobs(state="completed", limit=1) == 1
+    assert await queue.clean("waiting", 0) != []
+    await queue.obliterate()
 
 
 async def test_argv_never_carries_a_key_name(

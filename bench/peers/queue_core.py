@@ -29,7 +29,7 @@ from queue_core import Job, JobSpec, Queue, Worker, configure_logging
 
 CONCURRENCY = int(os.environ.get("BENCH_QC_CONCURRENCY", "10"))
 MODULE = "bench.peers.queue_core"
-VARIANTS = ("", "otel", "no_deadlines")
+VARIANTS = ("", "otel", "no_deadlines", "no_events")
 
 
 def deadline_options(variant: str) -> dict[str, Any]:
@@ -85,12 +85,16 @@ class QueueCore(_kit.Peer):
             )
         if self.variant == "no_deadlines":
             out["redis_timeout"] = "None in Queue and Worker: per-call deadlines off (default: 5 s)"
+        if self.variant == "no_events":
+            out["events"] = "queue.set_events_max_length(0): no events stream (default: on)"
         return out
 
     async def open(self, url: str, queue: str) -> None:
         if self.variant == "otel" and self._off is None:
             self._off = instrument()
         self.queue = Queue(queue, redis=url, **deadline_options(self.variant))
+        if self.variant == "no_events":
+            await self.queue.set_events_max_length(0)
 
     async def close(self) -> None:
         if self.queue is not None:

@@ -59,6 +59,21 @@ SCRIPT_NAMES: Final = (
     "get_jobs",
     "get_counts",
     "get_stats",
+    "pause",
+    "set_limits",
+    "get_settings",
+    "job_status",
+    "retry_job",
+    "retry_jobs",
+    "promote_job",
+    "remove_job",
+    "update_data",
+    "drain",
+    "clean",
+    "obliterate",
+    "cancel_job",
+    "heartbeat",
+    "get_workers",
 )
 
 _INCLUDE = re.compile(r"^--@include\s+(\w+)\s*$", re.MULTILINE)

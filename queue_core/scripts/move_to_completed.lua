@@ -1,9 +1,11 @@
 --[[
 move_to_completed: an attempt succeeded. Checks the lock token, stores the return value,
 moves the job from active to completed (or removes it, per its retention), trims the
-completed set, then fetches up to N next jobs in the same call.
+completed set, then fetches up to N next jobs in the same call. A job with a cancel
+request (`cxr`, queue.cancel) still completes: the work was done and its result is kept;
+the request is dropped.
 
-KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker limiter corrupt
+KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker limiter corrupt dedup events
 
 ARGV:
   1     job id
@@ -16,21 +18,32 @@ Returns: {status, now, rate_limit_ttl_ms, next_due_ms, 0, refused, quarantined, 
   envelope, record, ...}
   status: 1 completed; 0 lock lost (another worker owns the job, nothing changed);
   2 this attempt was already settled (a retried call); -1 the job no longer exists;
-  3 the job's record was corrupt: it was quarantined (moved to failed). refused and
+  3 the job's record was corrupt: it was quarantined (moved to failed); 4 (the other
+  settling scripts) the job had a cancel request: it was failed as cancelled instead
+  (includes/cancel.lua), the reply's record carrying the reason in `cxr`. refused and
   quarantined as in move_to_active.
 ]]
 --@include allow_when_full
 --@include lock
 --@include finish
 --@include fetch_jobs
+--@include events
+
+local MAX_EVENT_VALUE_BYTES = 16384
 
 allow_when_full(K)
 local now = now_ms()
 local id = ARGV[1]
 local rec, status = check_lock(K, id, ARGV[2], now)
-if rec then
+if status == 1 then
+  rec.cxr = nil
   redis.call('HSET', K.results, id, ARGV[3])
   redis.call('HDEL', K.errors, id)
   finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now)
+  if #ARGV[3] <= MAX_EVENT_VALUE_BYTES then
+    emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'value', ARGV[3])
+  else -- too large to copy into the stream: readers fetch it from `results` if kept
+    emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'large', 1)
+  end
 end
-return settle_reply(K, status, 0, now, ARGV, 4)
+return settle_reply(K, status, 0, rec, now, ARGV, 4)

@@ -2,9 +2,10 @@
 move_to_delayed: an attempt ends and the job runs again later: a retry after a failure
 (counts as an attempt made), a DelayedError or job.move_to_delayed (does not), or a
 RateLimitError (does not; the job goes first when it is due, and a manual rate limit holds
-every worker of the queue). A due time in the past makes the job ready at once.
+every worker of the queue). A due time in the past makes the job ready at once. A job
+with a cancel request (`cxr`) is failed as cancelled instead, never retried (status 4).
 
-KEYS: meta jobs state errors wait active delayed failed marker limiter corrupt
+KEYS: meta jobs state results errors progress logs wait active delayed failed marker limiter corrupt dedup events
 
 ARGV:
   1      job id
@@ -25,6 +26,8 @@ Returns: {status, now, rate_limit_ttl_ms, next_due_ms, due_ms, refused, quaranti
 --@include lock
 --@include fetch_jobs
 --@include schedule_delayed
+--@include emit_failure
+--@include cancel
 
 allow_when_full(K)
 local now = now_ms()
@@ -38,7 +41,9 @@ if tonumber(ARGV[8]) > 0 then
 end
 
 local rec, status = check_lock(K, id, ARGV[2], now)
-if rec then
+if status == 1 and rec.cxr then
+  status = settle_cancelled(K, id, rec, now, ARGV[5] == '1')
+elseif status == 1 then
   redis.call('ZREM', K.active, id)
   if ARGV[5] == '1' then
     rec.atm = (rec.atm or 0) + 1
@@ -51,5 +56,10 @@ if rec then
   end
   redis.call('HSET', K.state, id, cjson.encode(rec))
   schedule_delayed(K, id, due)
+  if ARGV[5] == '1' then
+    emit_failure(K, 'retry_scheduled', id, rec, ARGV[6], 'due', due)
+  else
+    emit(K, 'delayed', 'id', id, 'due', due)
+  end
 end
-return settle_reply(K, status, due, now, ARGV, 9)
+return settle_reply(K, status, due, rec, now, ARGV, 9)

@@ -4,27 +4,30 @@ or lost its network) and put them back in wait; a job that stalled more than the
 number of times goes to failed instead, with a StalledJobError. The old lock token is
 cleared, so the worker that lost the job can no longer settle it. A job whose record is
 corrupt is quarantined (failed, CorruptJobError); one of a newer format is left to the
-newer workers.
+newer workers. A job with a cancel request (`cxr`) is failed as cancelled, not requeued.
 
-KEYS: meta jobs state results errors progress logs wait active delayed failed marker corrupt
+KEYS: meta jobs state results errors progress logs wait active delayed failed marker corrupt dedup events
 
 ARGV:
   1  max stalled count: a job may stall this many times and still be retried
   2  the most jobs to recover in this call
 
-Returns: {{requeued ids}, {failed ids}, quarantined}, quarantined being {id, reason, ...}
+Returns: {{requeued ids}, {failed ids}, quarantined, {cancelled ids}}, quarantined being
+  {id, reason, ...}
 ]]
 --@include allow_when_full
 --@include now_ms
 --@include requeue
 --@include quarantine
 --@include finish
+--@include events
+--@include cancel
 
 allow_when_full(K)
 local now = now_ms()
 local max_stalled = tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local requeued, failed = {}, {}
+local requeued, failed, cancelled = {}, {}, {}
 for _, id in ipairs(expired) do
   local rec, reason, version = read_record(K, id)
   if version then
@@ -37,7 +40,11 @@ for _, id in ipairs(expired) do
   else
     rec.stc = (rec.stc or 0) + 1
     rec.tok = nil
-    if rec.stc > max_stalled then
+    if rec.cxr then
+      emit(K, 'stalled', 'id', id, 'count', rec.stc)
+      finish_cancelled(K, id, rec, now, rec.cxr, false)
+      cancelled[#cancelled + 1] = id
+    elseif rec.stc > max_stalled then
       local message = 'job stalled ' .. rec.stc .. ' times (max_stalled_count is '
         .. max_stalled .. '); its worker died or stopped renewing the lock'
       redis.call('HSET', K.errors, id, cjson.encode({type = 'StalledJobError',
@@ -46,13 +53,18 @@ for _, id in ipairs(expired) do
       rec.atm = (rec.atm or 0) - 1
       finish(K, id, rec, K.failed, rec.rfn or -1, rec.rfa or -1, now)
       failed[#failed + 1] = id
+      emit(K, 'stalled', 'id', id, 'count', rec.stc)
+      emit(K, 'failed', 'id', id, 'attempts', rec.atm, 'type', 'StalledJobError',
+        'reason', message)
     else
       requeue(K, id, rec, now, false)
       requeued[#requeued + 1] = id
+      emit(K, 'stalled', 'id', id, 'count', rec.stc)
+      emit(K, 'waiting', 'id', id)
     end
   end
 end
 if #requeued > 0 then
   wake_worker(K)
 end
-return {requeued, failed, QUARANTINED}
+return {requeued, failed, QUARANTINED, cancelled}

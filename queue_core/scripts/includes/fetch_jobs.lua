@@ -3,6 +3,7 @@
 --@include quarantine
 --@include promote_delayed
 --@include limits
+--@include events
 -- Move up to `max_jobs` ready jobs from `wait` to `active` under a lock token each.
 -- Returns a table {now, rate_limit_ttl_ms, next_due_ms_or_-1, refused, quarantined,
 -- id, envelope, record, ...}: `refused` counts the jobs of a newer format left in wait
@@ -11,10 +12,37 @@
 -- `tok` is `<token_prefix>:<attempts_started>`, unique to this worker and attempt.
 local MAX_REFUSED_SCAN = 64 -- newer-format jobs looked past per call
 
+-- Jobs may start now under the queue's global concurrency (math.huge: no limit).
+local function concurrency_room(K)
+  local gcc = settings(K).gcc
+  if gcc <= 0 then
+    return math.huge
+  end
+  return math.max(0, gcc - redis.call('ZCARD', K.active))
+end
+
+-- A job left active (settled, requeued, removed): under a global concurrency limit, an
+-- idle worker may now start one of the waiting jobs that the limit held back.
+local function wake_if_room(K)
+  if settings(K).gcc > 0 and not settings(K).paused and concurrency_room(K) > 0
+      and redis.call('ZCARD', K.wait) > 0 then
+    wake_worker(K)
+  end
+end
+
 local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, limit_ms)
   promote_delayed(K, now)
   local out = {now, 0, -1, 0, QUARANTINED}
+  local config = settings(K)
+  if config.rlm > 0 then -- the queue's own rate limit replaces the worker's
+    limit_max, limit_ms = config.rlm, config.rld
+  end
   local allowed = max_jobs
+  if config.paused then
+    allowed = 0
+  elseif allowed > 0 then
+    allowed = math.min(allowed, concurrency_room(K))
+  end
   if allowed > 0 then
     local used = limiter_count(K)
     local limited = used >= MANUAL_LIMIT or (limit_max > 0 and used >= limit_max)
@@ -63,6 +91,7 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
           out[#out + 1] = envelope
           out[#out + 1] = encoded
           fetched = fetched + 1
+          emit(K, 'active', 'id', id, 'attempt', attempt)
         else
           quarantine(K, id, reason, now)
         end
@@ -75,7 +104,8 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
       redis.call('PEXPIRE', K.limiter, limit_ms)
     end
   end
-  if refused > 0 or (fetched > 0 and redis.call('ZCARD', K.wait) > 0) then
+  if not config.paused and (refused > 0 or (fetched > 0 and concurrency_room(K) > 0
+      and redis.call('ZCARD', K.wait) > 0)) then
     -- More work is ready, or work this worker cannot run: pass the baton to another
     -- idle worker.
     wake_worker(K)
@@ -89,12 +119,17 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
 end
 
 -- The reply of every settling script:
--- {status, now, ttl, next_due, extra, refused, quarantined, jobs...}.
-local function settle_reply(K, status, extra, now, argv, first)
+-- {status, now, ttl, next_due, extra, record, refused, quarantined, jobs...}, where record
+-- is the job's record as this call left it (JSON), or "" when the job was not settled.
+local function settle_reply(K, status, extra, rec, now, argv, first)
   local fetch_max = tonumber(argv[first])
   local reply = fetch_jobs(K, now, fetch_max, argv[first + 1], tonumber(argv[first + 2]),
     tonumber(argv[first + 3]), tonumber(argv[first + 4]))
+  if (status == 1 or status == 4) and #reply == 5 then -- 4: failed as cancelled
+    wake_if_room(K) -- this worker took nothing: let another one use the freed room
+  end
   table.insert(reply, 1, status)
   table.insert(reply, 5, extra)
+  table.insert(reply, 6, rec and cjson.encode(rec) or '')
   return reply
 end

@@ -30,10 +30,25 @@ local function trim_finished(K, set_key, count, age_ms, now)
   end
 end
 
+-- A finished job gives up its dedup key, unless the key holds for a ttl of its own.
+local function release_dedup(K, id, rec, always)
+  if rec.ddk and (always or not rec.ddt) then
+    local held = redis.call('HGET', K.dedup, rec.ddk)
+    if held then
+      local ok, entry = pcall(cjson.decode, held)
+      if not ok or type(entry) ~= 'table' or entry.id == id then
+        redis.call('HDEL', K.dedup, rec.ddk)
+      end
+    end
+  end
+end
+
 -- Finish an attempt for good: the job enters `set_key` (completed or failed) or is
--- removed at once when its policy keeps none, then the set is trimmed.
+-- removed at once when its policy keeps none, then the set is trimmed. `rec` is left as
+-- the job's final record.
 local function finish(K, id, rec, set_key, count, age_ms, now)
   redis.call('ZREM', K.active, id)
+  release_dedup(K, id, rec, false)
   rec.atm = (rec.atm or 0) + 1
   rec.fon = now
   if count == 0 then

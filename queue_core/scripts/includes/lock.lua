@@ -1,9 +1,9 @@
 --@include quarantine
 -- Check that `token` still holds the job's lock.
 -- Returns the decoded record and 1 when it does; nil and 0 when another worker owns the
--- job (or stalled recovery took it); nil and 2 when this very attempt was already settled
--- (a retried call whose first reply was lost); nil and -1 when the job no longer exists;
--- nil and 3 when its record was corrupt: the job was quarantined (moved to failed).
+-- job (or stalled recovery took it); the record as stored and 2 when this very attempt
+-- was already settled (a retried call whose first reply was lost); nil and -1 when the job
+-- no longer exists; nil and 3 when its record was corrupt: the job was quarantined.
 local function check_lock(K, id, token, now)
   local rec, reason, version = read_record(K, id)
   if version then
@@ -20,7 +20,7 @@ local function check_lock(K, id, token, now)
     return nil, 0
   end
   if not redis.call('ZSCORE', K.active, id) then
-    return nil, 2
+    return rec, 2
   end
   return rec, 1
 end

@@ -1,5 +1,6 @@
 --@include wait_score
 --@include quarantine
+--@include events
 -- Move delayed jobs whose time has come into `wait` (at most 1000 per call).
 -- A job flagged `front` (sent back by a rate limit) or `lifo` enters ahead of its priority.
 -- `rdy` records when the job became ready (its due time), for the oldest-waiting-job age.
@@ -16,6 +17,7 @@ local function promote_delayed(K, now)
       rec.rdy = tonumber(due[i + 1])
       redis.call('HSET', K.state, id, cjson.encode(rec))
       redis.call('ZADD', K.wait, wait_score(K, rec.p or 0, front), id)
+      emit(K, 'waiting', 'id', id)
     elseif version then
       -- Ready all the same, at its priority if that can be read, so that the newer
       -- workers find it; its record is not rewritten.

@@ -1,4 +1,5 @@
 --@include record
+--@include events
 -- Jobs quarantined by this call, {id, reason, ...}: workers log them and tell their hooks.
 local QUARANTINED = {}
 
@@ -18,6 +19,7 @@ local function quarantine(K, id, reason, now)
     message = 'job ' .. id .. ' is corrupt: ' .. reason .. '; it was quarantined',
     stack = ''}))
   redis.call('ZADD', K.failed, now, id)
+  emit(K, 'failed', 'id', id, 'attempts', 0, 'type', 'CorruptJobError', 'reason', reason)
   QUARANTINED[#QUARANTINED + 1] = id
   QUARANTINED[#QUARANTINED + 1] = reason
 end

@@ -7,7 +7,9 @@
 local RECORD_VERSION = 1
 local MAX_RECORD_BYTES = 65536 -- records are small scalars; a larger one is not ours
 local RECORD_NUMBERS = {'v', 'ts', 'ats', 'atm', 'stc', 'pon', 'fon', 'rdy', 'p', 'lifo',
-  'front', 'rcn', 'rca', 'rfn', 'rfa', 'q'}
+  'front', 'rcn', 'rca', 'rfn', 'rfa', 'q', 'ddt', 'rtr'}
+-- tok: lock token; ddk: the dedup key the job holds; cxr: the reason of a cancel request
+local RECORD_STRINGS = {'tok', 'ddk', 'cxr'}
 
 -- Returns rec; or nil and the reason it is corrupt; or nil, nil and its newer version.
 local function decode_record(raw)
@@ -29,8 +31,10 @@ local function decode_record(raw)
       return nil, 'its record field "' .. field .. '" is not a finite number'
     end
   end
-  if rec.tok ~= nil and type(rec.tok) ~= 'string' then
-    return nil, 'its record field "tok" is not a string'
+  for _, field in ipairs(RECORD_STRINGS) do
+    if rec[field] ~= nil and type(rec[field]) ~= 'string' then
+      return nil, 'its record field "' .. field .. '" is not a string'
+    end
   end
   if rec.ts == nil then
     return nil, 'its record has no enqueue time "ts"'
