@@ -4,6 +4,7 @@ Delivery is at least once: after a crash a job can run twice, so make processors
 idempotent (a stable ``job_id``, idempotency keys). The curated public API is below.
 """
 
+from queue_core.admin import QueueConfig
 from queue_core.commands import JobSpec, QueueStats
 from queue_core.errors import (
     ClusterClientRequiredError,
@@ -91,6 +92,7 @@ __all__ = [
     "QuarantineEvent",
     "Queue",
     "QueueBusyError",
+    "QueueConfig",
     "QueueError",
     "QueueEvent",
     "QueueEvents",

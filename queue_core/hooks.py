@@ -370,6 +370,7 @@ def register_hook(hook: Hook) -> None:
 
 
 def unregister_hook(hook: Hook) -> None:
+    """Stop applying a hook given to ``register_hook``."""
     GLOBAL_HOOKS.remove(hook)
 
 

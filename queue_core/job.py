@@ -19,6 +19,8 @@ __all__ = ["Job", "JobState"]
 
 
 class JobState(StrEnum):
+    """Where a job is: the set that holds it in Redis (``unknown``: none does)."""
+
     WAITING = "waiting"
     ACTIVE = "active"
     DELAYED = "delayed"

@@ -33,6 +33,7 @@ def register_log_processor(processor: structlog.typing.Processor) -> None:
 
 
 def unregister_log_processor(processor: structlog.typing.Processor) -> None:
+    """Remove a processor added with ``register_log_processor``."""
     if processor in _plugins:
         _plugins.remove(processor)
 
