@@ -348,7 +348,10 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
         "failed...; `QueueEvents` and `wait_until_finished` read it). The **on** column is "
         "the queue_core row above; **off** is the row *queue_core, no events*: the same code "
         "with `queue.set_events_max_length(0)`, run in the same rotation. "
-        "Change and spread as above.",
+        "Change and spread as above: on a shared machine throughput swings by tens of "
+        "percent between runs, more than events cost. `python -m bench.events_cost` "
+        "measures the cost where it is steadiest, alternating events on and off in one run: "
+        "Redis CPU and Redis commands per job, the worker's CPU per job, jobs per second.",
         "",
         *variant_table(document, "queue_core+no_events", "events"),
         "",

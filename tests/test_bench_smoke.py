@@ -286,6 +286,34 @@ def test_profile_worker_shows_where_the_time_goes() -> None:
     assert any("queue_core/" in line for line in frames), frames
 
 
+def test_events_cost_compares_events_on_and_off() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.events_cost", "--jobs", "500", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:5]]
+        for line in done.stdout.splitlines()
+        if line.startswith("| ") and "figure" not in line
+    }
+    assert set(rows) == {
+        "jobs/s (one worker)",
+        "worker CPU per job (us)",
+        "Redis CPU per job (us)",
+        "Redis commands per job",
+    }
+    off, on, _ = (
+        float(cell.rstrip("x").replace(",", "")) for cell in rows["Redis commands per job"]
+    )
+    # Each no-op job appends added, active and completed: about three XADDs more.
+    assert 2.5 <= on - off <= 3.5, rows
+
+
 def test_bad_command_lines_are_refused_with_the_reason() -> None:
     with pytest.raises(SystemExit, match=r"unknown libraries \['celeri'\]; known: queue_core"):
         select("queue_core,celeri")
