@@ -12,6 +12,7 @@ from queue_core.errors import (
     DelayedError,
     EventsDisabledError,
     InvalidOptionError,
+    InvalidScheduleError,
     JobCancelledError,
     JobFailedError,
     JobNotFoundError,
@@ -54,6 +55,7 @@ from queue_core.options import Backoff, Dedup, JobOptions, KeepJobs, RateLimit
 from queue_core.queue import Queue
 from queue_core.registry import WorkerInfo
 from queue_core.retry import BackoffStrategy
+from queue_core.schedulers import SchedulerInfo
 from queue_core.serializer import JsonSerializer, Serializer
 from queue_core.sync import SyncQueue
 from queue_core.worker import Processor, Worker
@@ -71,6 +73,7 @@ __all__ = [
     "Hook",
     "InternalEvent",
     "InvalidOptionError",
+    "InvalidScheduleError",
     "Job",
     "JobCancelledError",
     "JobEvent",
@@ -103,6 +106,7 @@ __all__ = [
     "RedisFullError",
     "RedisTimeoutError",
     "RedisUnavailableError",
+    "SchedulerInfo",
     "SerializationError",
     "Serializer",
     "StalledEvent",

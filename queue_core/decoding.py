@@ -138,6 +138,8 @@ def _record_fields(record: dict[str, Any]) -> dict[str, Any]:
         "manual_retries": record.get("rtr", 0),
         "started_at": ms_to_datetime(record.get("pon")),
         "finished_at": ms_to_datetime(record.get("fon")),
+        "scheduler_id": record.get("sch"),
+        "scheduled_for": ms_to_datetime(record.get("due")),
         "_token": record.get("tok"),
     }
 

@@ -13,7 +13,8 @@ Record (``state`` hash): JSON written by the Lua scripts, small scalars only: ``
 ``ats`` / ``atm`` / ``stc`` (attempts started, attempts made, stalls), ``tok`` (lock
 token), ``p`` (priority), ``q`` (quarantined), ``ddk`` / ``ddt`` (the dedup key the job
 holds, and whether it holds for a ttl), ``cxr`` (a requested cancel's reason), ``rtr``
-(times an operator sent the job back to run: ``retry_job``), and retention limits. The
+(times an operator sent the job back to run: ``retry_job``), ``sch`` / ``due`` (the
+scheduler of a scheduled run and the tick it runs for, ms), and retention limits. The
 scripts check a record's shape before they use it (``scripts/includes/record.lua``);
 ``check_record`` applies the same rules to records that readers get as stored.
 
@@ -47,9 +48,10 @@ FORMAT_VERSION = 1  # the same as RECORD_VERSION in scripts/includes/record.lua
 MAX_RECORD_BYTES = 65536
 _RECORD_NUMBERS = (
     *("v", "ts", "ats", "atm", "stc", "pon", "fon", "rdy", "p"),
-    *("lifo", "front", "rcn", "rca", "rfn", "rfa", "q", "ddt", "rtr"),
+    *("lifo", "front", "rcn", "rca", "rfn", "rfa", "q", "ddt", "rtr", "due"),
 )
-_RECORD_STRINGS = ("tok", "ddk", "cxr")  # lock token, dedup key, cancel request reason
+# lock token, dedup key, cancel request reason, the scheduler of a scheduled run
+_RECORD_STRINGS = ("tok", "ddk", "cxr", "sch")
 _MAX_PRIORITY = 1_000_000
 
 

@@ -4,6 +4,7 @@ The tree::
 
     QueueError                       raised to callers by queue_core
     ├── InvalidOptionError           bad input; nothing was written
+    │   └── InvalidScheduleError     a job scheduler's bad cron, zone, period or bounds
     ├── SerializationError           a payload or result that cannot be encoded
     ├── PayloadTooLargeError
     ├── RedisUnavailableError        connection faults: refused, dropped, a failover
@@ -35,6 +36,7 @@ __all__ = [
     "DelayedError",
     "EventsDisabledError",
     "InvalidOptionError",
+    "InvalidScheduleError",
     "JobCancelledError",
     "JobFailedError",
     "JobNotFoundError",
@@ -61,6 +63,11 @@ class QueueError(Exception):
 
 class InvalidOptionError(QueueError, ValueError):
     """An option, queue name, job name or job id is invalid. Nothing was written."""
+
+
+class InvalidScheduleError(InvalidOptionError):
+    """A job scheduler's schedule is invalid (a cron expression, a time zone, both or
+    neither of every and cron, end before start...). Nothing was written."""
 
 
 class SerializationError(QueueError, ValueError):

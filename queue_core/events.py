@@ -105,11 +105,12 @@ class QueueEvent:
     ``id`` is the entry's stream id (give it as ``last_id`` to read on from there),
     ``event`` its name (added, waiting, active, progress, completed, failed,
     retry_scheduled, delayed, stalled, removed, cancelled, paused, resumed, drained,
-    cleaned...), ``job_id`` the job it is about (None for queue-wide events), ``fields``
-    the other fields, such as ``reason`` and ``type`` of a failure, ``attempts``, ``due``
-    (epoch ms), ``data`` (progress, JSON) or ``value`` (a completed job's serialized return
-    value; ``large=1`` instead when it was above 16 KiB). ``timestamp`` is when the entry
-    was added (from its id).
+    cleaned, scheduled (a scheduler's run made: ``scheduler``, ``due``), scheduler_upserted
+    and scheduler_removed (``scheduler``)...), ``job_id`` the job it is about (None for
+    queue-wide events), ``fields`` the other fields, such as ``reason`` and ``type`` of a
+    failure, ``attempts``, ``due`` (epoch ms), ``data`` (progress, JSON) or ``value`` (a
+    completed job's serialized return value; ``large=1`` instead when it was above 16 KiB).
+    ``timestamp`` is when the entry was added (from its id).
 
     Fields are decoded as UTF-8 with ``surrogateescape``, so that ``raw(name)`` gives back
     the exact bytes of a value that is not text (a binary serializer's result).

@@ -84,6 +84,10 @@ class Job:
     are that job's, not the add's (with ``Dedup(replace=True)``, the add's data replaced
     the held job's). When the holding job of a ttl-held key is gone already (removed by
     its retention), the job returned has that id, state ``UNKNOWN`` and no data.
+
+    ``scheduler_id`` is set on the runs of a job scheduler (``upsert_scheduler``), and
+    ``scheduled_for`` is the tick a run is for: ``started_at - scheduled_for`` is its
+    lateness.
     """
 
     id: str
@@ -109,6 +113,8 @@ class Job:
     read_error: CorruptJobError | UnsupportedFormatError | None = None
     corrupt_record: bytes | None = None
     deduplicated: bool = False
+    scheduler_id: str | None = None
+    scheduled_for: datetime | None = None
     _token: str | None = field(default=None, repr=False)
     _backend: JobBackend | None = field(default=None, repr=False)
     _moved: bool = field(default=False, repr=False)

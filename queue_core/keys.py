@@ -39,6 +39,8 @@ KEY_NAMES: Final = (
     "workerinfo",  # HASH worker id -> JSON {host, pid, concurrency, started, beat, jobs}
     "dedup",  # HASH   dedup key -> JSON {id, exp}: the job that holds it, until when (ms)
     "dedupexp",  # ZSET dedup keys held for a ttl, score = exp: expired ones are dropped
+    # HASH   "c:<scheduler id>" -> JSON config, "e:<scheduler id>" -> its runs' envelope
+    "schedulers",
     "cancel",  # CHANNEL pub/sub: ids of running jobs to cancel (a name only, never stored)
 )
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from queue_core import admin, job_actions, registry
+from queue_core import admin, job_actions, registry, schedulers
 from queue_core.admin import Operation, QueueConfig
 from queue_core.cancellation import CancelResult, cancel_job
 from queue_core.commands import (
@@ -46,6 +46,7 @@ from queue_core.job import Job, JobState
 from queue_core.keys import QueueKeys
 from queue_core.options import Duration, JobOptions, JobOptionsKwargs, RateLimit, check_int
 from queue_core.registry import WorkerInfo
+from queue_core.schedulers import SchedulerInfo
 from queue_core.scripts import load_script, preload, run_script
 from queue_core.serializer import JsonSerializer, Serializer
 from queue_core.waiting import JOB_STATUS, ResultWaiter, check_wait
@@ -113,6 +114,38 @@ class QueueSettings:
                 raise InvalidOptionError(f"add_bulk takes JobSpec items, not {type(spec).__name__}")
             specs.append((spec.name, spec.data, spec.options or self.default_job_options))
         return AddPlan(self.name, specs, bulk=True)
+
+    def plan_scheduler(
+        self,
+        scheduler_id: str,
+        *,
+        every: float | timedelta | None,
+        cron: str | None,
+        tz: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int | None,
+        name: str | None,
+        data: Any,
+        options: JobOptions | None,
+        catch_up: bool,
+    ) -> Operation[SchedulerInfo]:
+        return schedulers.upsert_scheduler(
+            self.name,
+            scheduler_id,
+            every=every,
+            cron=cron,
+            tz=tz,
+            start=start,
+            end=end,
+            limit=limit,
+            name=name,
+            data=data,
+            options=self.default_job_options if options is None else options,
+            catch_up=catch_up,
+            serializer=self.serializer,
+            max_payload_bytes=self.max_payload_bytes,
+        )
 
 
 class Queue(QueueSettings):
@@ -308,6 +341,59 @@ class Queue(QueueSettings):
         sync one sees ``job.cancelled``) and fails the job the same way: "cancelling".
         ``JobNotFoundError`` for an unknown job, ``JobStateError`` for a finished one."""
         return await self._operate(cancel_job(job_id, reason, self.keys))
+
+    # ----- job schedulers (schedulers.py has the model and builds each call)
+
+    async def upsert_scheduler(
+        self,
+        scheduler_id: str,
+        *,
+        every: float | timedelta | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        name: str | None = None,
+        data: Any = None,
+        options: JobOptions | None = None,
+        catch_up: bool = False,
+    ) -> SchedulerInfo:
+        """Create or replace, atomically, a recurring job: every ``every`` (seconds or a
+        timedelta) or on a 5-field ``cron`` expression in zone ``tz`` (IANA, default UTC),
+        from ``start`` to ``end`` (aware datetimes), at most ``limit`` runs. Each run is a
+        job named ``name`` (default: the scheduler id) with ``data`` and ``options`` (no
+        job_id, delay or dedup), made when the previous run is taken: one job per tick
+        across every worker. After a downtime it runs once (``catch_up=True``: once per
+        missed tick). Changing a schedule makes no extra run. ``InvalidScheduleError``
+        for a bad schedule, nothing written. See ``queue_core.schedulers``."""
+        return await self._operate(
+            self.plan_scheduler(
+                scheduler_id,
+                every=every,
+                cron=cron,
+                tz=tz,
+                start=start,
+                end=end,
+                limit=limit,
+                name=name,
+                data=data,
+                options=options,
+                catch_up=catch_up,
+            )
+        )
+
+    async def get_scheduler(self, scheduler_id: str) -> SchedulerInfo | None:
+        found = await self._operate(schedulers.get_schedulers(scheduler_id, self.serializer))
+        return found[0] if found else None
+
+    async def get_schedulers(self) -> list[SchedulerInfo]:
+        return await self._operate(schedulers.get_schedulers(None, self.serializer))
+
+    async def remove_scheduler(self, scheduler_id: str) -> bool:
+        """Delete a scheduler and its pending run if that has not started. True if it
+        existed."""
+        return await self._operate(schedulers.remove_scheduler(scheduler_id))
 
     # ----- actions on jobs (job_actions.py builds them; one script each, bulk ones in
     # chunks of job_actions.CHUNK jobs, one script call and one hook event per chunk)

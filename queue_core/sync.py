@@ -8,11 +8,11 @@ returns are detached snapshots: read their fields, or use an async ``Queue`` to 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from queue_core import admin, job_actions, registry
+from queue_core import admin, job_actions, registry, schedulers
 from queue_core.admin import Operation, QueueConfig
 from queue_core.cancellation import CancelResult, cancel_job
 from queue_core.commands import (
@@ -47,6 +47,7 @@ from queue_core.queue import (
     QueueSettings,
 )
 from queue_core.registry import WorkerInfo
+from queue_core.schedulers import SchedulerInfo
 from queue_core.scripts import LuaScript, preload_sync, run_script_sync
 from queue_core.serializer import Serializer
 from queue_core.waiting import JOB_STATUS, check_wait, wait_blocking
@@ -224,6 +225,49 @@ class SyncQueue(QueueSettings):
 
     def get_workers(self) -> list[WorkerInfo]:
         return self._operate(registry.get_workers())
+
+    # ----- job schedulers: the blocking twins of Queue's (see there)
+
+    def upsert_scheduler(
+        self,
+        scheduler_id: str,
+        *,
+        every: float | timedelta | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        name: str | None = None,
+        data: Any = None,
+        options: JobOptions | None = None,
+        catch_up: bool = False,
+    ) -> SchedulerInfo:
+        return self._operate(
+            self.plan_scheduler(
+                scheduler_id,
+                every=every,
+                cron=cron,
+                tz=tz,
+                start=start,
+                end=end,
+                limit=limit,
+                name=name,
+                data=data,
+                options=options,
+                catch_up=catch_up,
+            )
+        )
+
+    def get_scheduler(self, scheduler_id: str) -> SchedulerInfo | None:
+        found = self._operate(schedulers.get_schedulers(scheduler_id, self.serializer))
+        return found[0] if found else None
+
+    def get_schedulers(self) -> list[SchedulerInfo]:
+        return self._operate(schedulers.get_schedulers(None, self.serializer))
+
+    def remove_scheduler(self, scheduler_id: str) -> bool:
+        return self._operate(schedulers.remove_scheduler(scheduler_id))
 
     # ----- actions on jobs: the blocking twins of Queue's (see there)
 

@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
+from queue_core import schedulers
 from queue_core.commands import Fetched, FetchSettings, Settled
 from queue_core.connection import AsyncClient
 from queue_core.hooks import Around, HookRegistry, InternalEvent, QuarantineEvent, notify
@@ -150,6 +151,10 @@ class WorkerContext:
             result = parse(reply)
             fetched = result if isinstance(result, Fetched) else result.fetched
             self.held.update(job[0] for job in fetched.jobs)
+            for _, _, record in fetched.jobs:
+                scheduler_id = schedulers.scheduled_record(record)
+                if scheduler_id is not None:
+                    self.spawn(self._refill_ticks(scheduler_id))
             return result
         finally:
             if faulted and count > 0:
@@ -186,6 +191,23 @@ class WorkerContext:
                 )
         if self._lost_calls:  # new losses meanwhile
             self.spawn(self._release_orphans())
+
+    async def _refill_ticks(self, scheduler_id: str) -> None:
+        """This worker took a scheduler's run: a cron scheduler short of precomputed ticks
+        gets more (schedulers.py), off the fetch's path. A failure is retried by the
+        scheduler's next run, 8 runs before it could run out."""
+        try:
+            async with asyncio.timeout(self.redis.timeout):
+                check = schedulers.refill_check(scheduler_id)
+                reply = await run_script(self.client, check.script, self.keys, check.args)
+                refill = check.parse(reply, None)
+                if refill is not None:
+                    write = schedulers.refill_ticks(scheduler_id, refill)
+                    await run_script(self.client, write.script, self.keys, write.args)
+        except Exception as exc:
+            _log.warning(
+                "scheduler_refill_failed", queue=self.name, scheduler=scheduler_id, error=repr(exc)
+            )
 
     async def report_quarantined(self, quarantined: list[tuple[str, str]]) -> None:
         """Corrupt jobs a script moved to failed: log them and tell the hooks."""

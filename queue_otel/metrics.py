@@ -102,6 +102,7 @@ class MetricsHook(Hook):
         self._worker_errors = _Tally()
         self._actions = _Tally()
         self._action_jobs = _Tally()
+        self._scheduler_runs = _Tally()
         self._attributes: dict[Key, dict[str, Any]] = {}  # one dict per attribute set
         self._keys = _Keys()
         counters: list[tuple[str, str, str, _Tally, Callable[..., Any]]] = [
@@ -128,6 +129,8 @@ class MetricsHook(Hook):
              self._actions, meter.create_observable_counter),
             (sc.OPERATOR_JOBS, "{job}", "Jobs changed by operator actions, by operation.",
              self._action_jobs, meter.create_observable_counter),
+            (sc.SCHEDULER_RUNS, "{run}", "Runs of job schedulers started, by scheduler.",
+             self._scheduler_runs, meter.create_observable_counter),
         ]  # fmt: skip
         for name, unit, description, tally, create in counters:
             create(name, callbacks=[tally.observe], unit=unit, description=description)
@@ -155,6 +158,11 @@ class MetricsHook(Hook):
         )  # fmt: skip
         self._rate_limit = histogram(
             sc.RATE_LIMIT_DELAY, "Holds of fetching imposed by rate limits.", sc.JOB_BUCKETS
+        )
+        self._lateness = histogram(
+            sc.SCHEDULER_LATENESS,
+            "How late a scheduler's run started: its start minus the tick it was for.",
+            sc.JOB_BUCKETS,
         )
 
     def _dict(self, key: Key) -> dict[str, Any]:
@@ -190,6 +198,8 @@ class MetricsHook(Hook):
                          sc.JOB_NAME: job.name})  # fmt: skip
         if job.attempts_started == 1:
             self._wait.record(wait_seconds(job), self._dict(active))
+            if job.scheduler_id is not None:
+                self._scheduler_run(event.queue, job)
         self._active.add(active, 1)
         started = time.perf_counter()
         try:
@@ -203,6 +213,14 @@ class MetricsHook(Hook):
             duration_key, consumed_key = self._keys.process(event, outcome, error)
             self._process_duration.record(elapsed, self._dict(duration_key))
             self._consumed.add(consumed_key)
+
+    def _scheduler_run(self, queue: str, job: Job) -> None:
+        key = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue,
+                      sc.SCHEDULER_ID: job.scheduler_id})  # fmt: skip
+        self._scheduler_runs.add(key)
+        if job.started_at is not None and job.scheduled_for is not None:
+            late = (job.started_at - job.scheduled_for).total_seconds()
+            self._lateness.record(max(0.0, late), self._dict(key))
 
     def on_completed(self, event: JobEvent) -> None:
         self._finished(event.queue, event.job, None)

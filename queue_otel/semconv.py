@@ -42,6 +42,7 @@ STALL_OUTCOME: Final = "queue_core.stall.outcome"
 WORKER_LOOP: Final = "queue_core.worker.loop"
 OPERATION: Final = "queue_core.operation"  # an operator's action: pause, retry, cancel...
 OPERATION_COUNT: Final = "queue_core.operation.jobs"  # jobs the action changed
+SCHEDULER_ID: Final = "queue_core.scheduler.id"  # the job scheduler a run belongs to
 
 # Metric names. The first four are the conventions'; the rest are queue_core's.
 SENT_MESSAGES: Final = "messaging.client.sent.messages"
@@ -62,6 +63,8 @@ OLDEST_JOB_AGE: Final = "queue_core.queue.oldest_job.age"
 WORKER_ERRORS: Final = "queue_core.worker.errors"
 OPERATOR_ACTIONS: Final = "queue_core.operator.actions"
 OPERATOR_JOBS: Final = "queue_core.operator.jobs"
+SCHEDULER_RUNS: Final = "queue_core.scheduler.runs"
+SCHEDULER_LATENESS: Final = "queue_core.scheduler.lateness"
 
 # Histogram buckets, seconds. The conventions advise 0.005 ... 10 s; jobs and queue waits
 # run far longer, so the job buckets continue up to four hours. Enqueueing is a single

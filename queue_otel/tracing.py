@@ -268,9 +268,26 @@ class TracingHook(Hook):
         if known is not None:
             return known
         creation, creation_context, job_context = self._producer_of(job.headers)
-        if job_context is not None and job.manual_retries:
+        if job.scheduler_id is not None and job.scheduled_for is not None:
+            # A scheduler's run: no producer enqueued it, and every run is a trace of
+            # its own, with ids every worker derives alike from the run's tick.
+            tick = int(job.scheduled_for.timestamp() * 1000)
+            seed = f"{job.queue_name}|{job.scheduler_id}|{tick}|{job.manual_retries}"
+            job_context = _context_from(seed, self._run_flags(job))
+        elif job_context is not None and job.manual_retries:
             job_context = rerun_context(job_context, job.manual_retries)
         return creation, creation_context, job_context
+
+    def _run_flags(self, job: Job) -> trace.TraceFlags:
+        """Whether a scheduler's run is sampled: asked of the job tracer's sampler."""
+        sampler = getattr(self._tracers.jobs(), "sampler", None)
+        if sampler is None:
+            return trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        seed = f"{job.queue_name}|{job.scheduler_id}|{job.scheduled_for}|{job.manual_retries}"
+        trace_id = _context_from(seed, trace.TraceFlags(0)).trace_id
+        result = sampler.should_sample(None, trace_id, f"job {job.name}", SpanKind.INTERNAL)
+        sampled = result.decision.is_sampled()
+        return trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
 
     def _producer_of(
         self, headers: Mapping[str, str]
@@ -312,6 +329,8 @@ class TracingHook(Hook):
         })  # fmt: skip
         if job.attempts_started == 1 and job.started_at is not None:
             attributes[sc.JOB_WAIT] = wait_seconds(job)
+        if job.scheduler_id is not None:
+            attributes[sc.SCHEDULER_ID] = job.scheduler_id
         span = self._tracers.main().start_span(
             f"process {event.queue}",
             context=parent,
@@ -445,7 +464,7 @@ class TracingHook(Hook):
                 links.append(Link(first_run))
         same_trace = creation_context.is_valid and creation_context.trace_id == job_context.trace_id
         parent = _remote_parent(creation_context) if same_trace else Context()
-        attributes: Mapping[str, Any] = {
+        attributes: dict[str, Any] = {
             sc.MESSAGING_SYSTEM: sc.SYSTEM,
             sc.DESTINATION: queue,
             sc.MESSAGE_ID: job.id,
@@ -454,6 +473,8 @@ class TracingHook(Hook):
             sc.JOB_ATTEMPT: job.attempts_started,
             sc.JOB_MAX_ATTEMPTS: job.options.attempts,
         }
+        if job.scheduler_id is not None:
+            attributes[sc.SCHEDULER_ID] = job.scheduler_id
         preset = _preset.set((job_context.trace_id, job_context.span_id))
         try:
             span = tracer.start_span(
@@ -475,17 +496,22 @@ class TracingHook(Hook):
         span.end(end_time=max(finished, time.time_ns()))
 
 
+def _context_from(seed: str, flags: trace.TraceFlags) -> trace.SpanContext:
+    """A remote span context whose ids are derived from ``seed`` (the same in every
+    process): blake2b's first 16 bytes are the trace id, the next 8 the span id."""
+    digest = hashlib.blake2b(seed.encode(), digest_size=24).digest()
+    trace_id = int.from_bytes(digest[:16], "big") or 1
+    span_id = int.from_bytes(digest[16:], "big") or 1
+    return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+
+
 def rerun_context(first: trace.SpanContext, run: int) -> trace.SpanContext:
     """The job span of the ``run``-th run an operator asked for (``retry_job``): a trace of
     its own, with ids that every worker derives alike from the first run's span, so that
     its attempts, in any process, share that root. The first run's span has ended long
     ago and is not reused."""
-    digest = hashlib.blake2b(
-        f"{first.trace_id:032x}{first.span_id:016x}:{run}".encode(), digest_size=24
-    ).digest()
-    trace_id = int.from_bytes(digest[:16], "big") or 1
-    span_id = int.from_bytes(digest[16:], "big") or 1
-    return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=first.trace_flags)
+    seed = f"{first.trace_id:032x}{first.span_id:016x}:{run}"
+    return _context_from(seed, first.trace_flags)
 
 
 def wait_seconds(job: Job) -> float:

@@ -87,3 +87,18 @@ def test_the_operating_examples_run_as_written() -> None:
     finally:
         client.close()
         server.cleanup()
+
+
+def test_the_recurring_jobs_example_runs_as_written() -> None:
+    (code,) = section_blocks("Recurring jobs")
+    server = RedisServer().start()
+    try:
+        lines = run(code, server.url).splitlines()
+    finally:
+        server.cleanup()
+    assert [line for line in lines if not LOG_LINE.match(line)] == [
+        "cleanup 0:00:00.500000 UTC",
+        "weekly-report 0 8 * * MON Europe/Paris",
+        "runs 3 next None",
+        "removed True",
+    ]

@@ -1373,6 +1373,9 @@ async def run_workload(queue: Queue, url: str) -> None:
         await wait_counts(queue, active=1)
         assert await queue.cancel(hang.id, "no longer needed") == "cancelling"
         await wait_counts(queue, failed=2)
+        # A job scheduler: each fetch of a run makes the next (fetch_jobs.lua).
+        await queue.upsert_scheduler("tick", every=0.05, limit=2)
+        await wait_counts(queue, completed=11)
     assert attempts["flaky"] == 2 and attempts["deferred"] == 2
     assert await queue.wait_until_finished("order-7", timeout=5) == {"ok": "custom"}
 
@@ -1381,12 +1384,12 @@ async def run_workload(queue: Queue, url: str) -> None:
     (plain,) = [j for j in await queue.get_jobs("completed") if j.name == "plain"]
     assert plain.progress == {"done": 50}
     assert await plain.get_logs() == ["half way"]
-    assert len(await queue.get_jobs(["completed", "failed"])) == 11
+    assert len(await queue.get_jobs(["completed", "failed"])) == 13
     assert await queue.get_counts() == {
         "waiting": 0,
         "active": 0,
         "delayed": 0,
-        "completed": 9,
+        "completed": 11,
         "failed": 2,
     }
     assert (await queue.get_stats()).oldest_waiting_age is None
@@ -1412,6 +1415,13 @@ async def run_workload(queue: Queue, url: str) -> None:
     assert await queue.drain() == 1
     assert await queue.retry_jobs(state="completed", limit=1) == 1
     assert await queue.clean("waiting", 0) != []
+    nightly = await queue.upsert_scheduler("nightly", cron="0 3 * * *", tz="Europe/Paris")
+    assert await queue.get_schedulers() == [nightly, await queue.get_scheduler("tick")]  # by id
+    # refill_ticks runs after a worker took a cron run short of ticks: called as it would
+    # be (a stale `last`: nothing changes).
+    refill = load_script("refill_ticks")
+    assert await run_script(queue.client, refill, queue.keys, ["nightly", 0, 1]) == 0
+    assert await queue.remove_scheduler("tick") is True
     await queue.obliterate()
 
 

@@ -74,6 +74,10 @@ SCRIPT_NAMES: Final = (
     "cancel_job",
     "heartbeat",
     "get_workers",
+    "upsert_scheduler",
+    "remove_scheduler",
+    "get_schedulers",
+    "refill_ticks",
 )
 
 _INCLUDE = re.compile(r"^--@include\s+(\w+)\s*$", re.MULTILINE)

@@ -7,7 +7,7 @@ under `force`; the call that finds every set empty deletes every remaining key o
 queue (settings, counters, events, limiter, wake-up marker, dedup keys, worker list, and
 any orphan field). A job added after that call survives, whole.
 
-KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker limiter corrupt events workers workerinfo dedup dedupexp
+KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker limiter corrupt events workers workerinfo dedup dedupexp schedulers
 
 ARGV:
   1  1 to remove active jobs too (force), else 0
@@ -40,7 +40,7 @@ for _, set in ipairs({K.active, K.wait, K.delayed, K.completed, K.failed}) do
 end
 for _, key in ipairs({K.meta, K.jobs, K.state, K.results, K.errors, K.progress, K.logs,
     K.wait, K.active, K.delayed, K.completed, K.failed, K.marker, K.limiter, K.corrupt,
-    K.events, K.workers, K.workerinfo, K.dedup, K.dedupexp}) do
+    K.events, K.workers, K.workerinfo, K.dedup, K.dedupexp, K.schedulers}) do
   redis.call('DEL', key)
 end
 return {1, removed}

@@ -4,6 +4,7 @@
 --@include promote_delayed
 --@include limits
 --@include events
+--@include scheduler
 -- Move up to `max_jobs` ready jobs from `wait` to `active` under a lock token each.
 -- Returns a table {now, rate_limit_ttl_ms, next_due_ms_or_-1, refused, quarantined,
 -- id, envelope, record, ...}: `refused` counts the jobs of a newer format left in wait
@@ -92,6 +93,9 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
           out[#out + 1] = encoded
           fetched = fetched + 1
           emit(K, 'active', 'id', id, 'attempt', attempt)
+          if rec.sch then
+            scheduler_run_taken(K, id, rec, now)
+          end
         else
           quarantine(K, id, reason, now)
         end
