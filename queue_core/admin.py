@@ -53,6 +53,9 @@ class Operation(Generic[T]):
     parse: Callable[[Any, OperationEvent | None], T]
     job_id: str | None = None
     action: bool = True
+    # Builds the arguments again with headers that hooks wrote on entry (event.headers):
+    # an action that stores a job template (upsert_scheduler) carries them in its runs.
+    rebuild: Callable[[Mapping[str, str]], list[Any]] | None = None
 
 
 def _changed(reply: Any, event: OperationEvent | None) -> bool:

@@ -141,8 +141,10 @@ class OperationEvent:
 
     For an action on one job, ``job_id`` names it and, once the call returned, ``headers``
     holds that job's headers (its trace context: instrumentation links to the job's trace
-    from there). ``count`` is how many jobs the action changed. ``error`` is set when the
-    action raised; nothing was changed then.
+    from there). For ``upsert_scheduler``, hooks may write ``headers`` on entry: they are
+    stored in the scheduler's runs, as ``around_enqueue`` hooks write an add's. ``count``
+    is how many jobs the action changed. ``error`` is set when the action raised; nothing
+    was changed then.
     """
 
     queue: str

@@ -297,7 +297,10 @@ class Queue(QueueSettings):
             )
         event = self.operation_event(operation)
         with Around(hooks, event):
-            reply = await self._call(operation.name, operation.script, operation.args)
+            args = operation.args
+            if operation.rebuild is not None and event.headers:
+                args = operation.rebuild(event.headers)
+            reply = await self._call(operation.name, operation.script, args)
             return operation.parse(reply, event)
 
     async def pause(self) -> bool:

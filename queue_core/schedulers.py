@@ -44,7 +44,7 @@ The model (BullMQ's job schedulers, adapted):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -245,9 +245,8 @@ def upsert_scheduler(
     else:
         config.update(_cron_config(cron, tz, start_ms, now or datetime.now(UTC)))
     job_name = scheduler_id if name is None else name
-    args = AddPlan(queue, [(job_name, data, options)], bulk=False).args(
-        serializer, max_payload_bytes
-    )
+    plan = AddPlan(queue, [(job_name, data, options)], bulk=False)
+    args = plan.args(serializer, max_payload_bytes)
     config["rec"] = _record_fields(args)
 
     def parse(reply: Any, event: OperationEvent | None) -> SchedulerInfo:
@@ -255,8 +254,19 @@ def upsert_scheduler(
             event.count = 1
         return _info(scheduler_id, reply[0], reply[1], serializer)
 
+    def with_headers(headers: Mapping[str, str]) -> list[Any]:
+        """The call again, its runs' envelope carrying the headers hooks wrote on entry
+        (the upsert's trace context: each run links to it)."""
+        plan.event.jobs[0].headers.update(headers)
+        envelope = plan.args(serializer, max_payload_bytes)[2]
+        return [scheduler_id, orjson.dumps(config), envelope]
+
     return Operation(
-        "upsert_scheduler", _UPSERT, [scheduler_id, orjson.dumps(config), args[2]], parse
+        "upsert_scheduler",
+        _UPSERT,
+        [scheduler_id, orjson.dumps(config), args[2]],
+        parse,
+        rebuild=with_headers,
     )
 
 

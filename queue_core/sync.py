@@ -198,9 +198,10 @@ class SyncQueue(QueueSettings):
             )
         event = self.operation_event(operation)
         with Around(hooks, event):
-            return operation.parse(
-                self._call(operation.name, operation.script, operation.args), event
-            )
+            args = operation.args
+            if operation.rebuild is not None and event.headers:
+                args = operation.rebuild(event.headers)
+            return operation.parse(self._call(operation.name, operation.script, args), event)
 
     def pause(self) -> bool:
         return self._operate(admin.pause(True))

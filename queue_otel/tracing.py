@@ -384,11 +384,19 @@ class TracingHook(Hook):
         span = self._tracers.main().start_span(
             f"{event.operation} {event.queue}", kind=SpanKind.CLIENT, attributes=attributes
         )
+        if event.operation == "upsert_scheduler":  # its runs link back to this span
+            headers: dict[str, str] = {}
+            inject(
+                headers,
+                trace.set_span_in_context(span),
+                with_baggage=self._settings.propagate_baggage,
+            )
+            event.headers = headers
         try:
             with trace.use_span(span, end_on_exit=False):
                 yield
         finally:
-            if event.headers:
+            if event.headers and event.operation != "upsert_scheduler":
                 _, creation_context, job_context = self._producer_of(event.headers)
                 for linked in (job_context, creation_context):
                     if linked is not None and linked.is_valid:

@@ -41,3 +41,23 @@ async def test_each_run_is_its_own_trace_and_is_counted(
     where = {sc.DESTINATION: queue.name, sc.SCHEDULER_ID: "tick"}
     assert telemetry.total(sc.SCHEDULER_RUNS, where) == 3
     assert telemetry.total(sc.SCHEDULER_LATENESS, where) == 3
+
+
+async def test_runs_link_to_the_upsert_of_their_schedule(
+    telemetry: Telemetry, queue: Queue, make_worker: Callable[..., Worker]
+) -> None:
+    async def process(job: Job) -> None:
+        return None
+
+    tracer = telemetry.tracer_provider.get_tracer("deploy")
+    with tracer.start_as_current_span("app start"):
+        await queue.upsert_scheduler("tick", every=0.2, limit=2)
+    (upsert,) = telemetry.spans(f"upsert_scheduler {queue.name}")
+    async with make_worker(process):
+        await wait_counts(queue, completed=2, timeout=15)
+
+    schedule = upsert.get_span_context().span_id
+    for span in telemetry.spans(f"process {queue.name}") + telemetry.spans(f"job {queue.name}"):
+        assert span.context is not None
+        assert span.context.trace_id != upsert.get_span_context().trace_id  # its own trace
+        assert schedule in [link.context.span_id for link in span.links], span.name
