@@ -38,15 +38,12 @@ end
 allow_when_full(K)
 local now = now_ms()
 local rec, why, version = read_record(K, id)
-if version or not rec then
-  local reply = job_action_reply(K, 2, state, id)
-  if version then
-    reply[4] = 'it was written by a newer queue_core (format ' .. tostring(version) .. ')'
-  else
-    quarantine(K, id, why, now)
-    reply[4] = 'it is corrupt (' .. why .. '); it was quarantined'
-  end
-  return reply
+if version then
+  return job_action_reply(K, 2, state, id,
+    'it was written by a newer queue_core (format ' .. tostring(version) .. ')')
+elseif not rec then
+  quarantine(K, id, why, now)
+  return job_action_reply(K, 2, state, id, 'it is corrupt (' .. why .. '); it was quarantined')
 end
 if state == 'active' then
   rec.cxr = reason

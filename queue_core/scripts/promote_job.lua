@@ -29,9 +29,8 @@ if state ~= 'delayed' then
 end
 local rec, reason, version = read_record(K, id)
 if not rec then
-  local reply = job_action_reply(K, 2, state, id)
-  reply[4] = version and 'it was written by a newer queue_core' or 'it is corrupt (' .. reason .. ')'
-  return reply
+  return job_action_reply(K, 2, state, id,
+    version and 'it was written by a newer queue_core' or 'it is corrupt (' .. reason .. ')')
 end
 redis.call('ZREM', K.delayed, id)
 local front = rec.front == 1 or rec.lifo == 1

@@ -27,9 +27,7 @@ if not job then
 end
 local state, score = job[3], job[4]
 if state == 'active' and tonumber(score) > now_ms() then
-  local reply = job_action_reply(K, 2, state, id)
-  reply[4] = 'it is running; cancel it instead'
-  return reply
+  return job_action_reply(K, 2, state, id, 'it is running; cancel it instead')
 end
 local reply = job_action_reply(K, 1, state, id) -- read before the envelope goes
 remove_whole(K, id)

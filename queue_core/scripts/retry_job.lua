@@ -31,9 +31,7 @@ end
 local rec, reason, version = read_record(K, id)
 local refusal = retry_refusal(K, id, rec, reason, version)
 if refusal then
-  local reply = job_action_reply(K, 2, state, id)
-  reply[4] = refusal
-  return reply
+  return job_action_reply(K, 2, state, id, refusal)
 end
 local set = K.completed
 if state == 'failed' then

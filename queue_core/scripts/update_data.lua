@@ -25,15 +25,12 @@ end
 local state, envelope = job[3], job[1]
 local newline = envelope and string.find(envelope, '\n', 1, true)
 if not newline then
-  local reply = job_action_reply(K, 2, state, id)
-  reply[4] = envelope and 'its envelope has no header line' or 'its envelope is missing'
-  return reply
+  return job_action_reply(K, 2, state, id,
+    envelope and 'its envelope has no header line' or 'its envelope is missing')
 end
 local updated = string.sub(envelope, 1, newline) .. ARGV[2]
 if #updated > tonumber(ARGV[3]) then
-  local reply = job_action_reply(K, 3, state, id)
-  reply[4] = #updated
-  return reply
+  return job_action_reply(K, 3, state, id, #updated)
 end
 redis.call('HSET', K.jobs, id, updated)
 return job_action_reply(K, 1, state, id)

@@ -13,6 +13,7 @@ local function envelope_header(K, id)
   return newline and string.sub(envelope, 1, newline - 1) or ''
 end
 
-local function job_action_reply(K, status, state, id)
-  return {status, state, envelope_header(K, id)}
+-- `detail` (optional) is a 4th element: why a refusal, or a figure the caller reads.
+local function job_action_reply(K, status, state, id, detail)
+  return {status, state, envelope_header(K, id), detail}
 end
