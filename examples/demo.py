@@ -10,15 +10,19 @@ kind), and the load generator. It prints where to look (the API, every ``/metric
 trace and log files, or the OTLP endpoint when ``$OTEL_EXPORTER_OTLP_ENDPOINT`` is set),
 then a live summary per queue: counts by state from Redis (``get_stats``), rates and
 latency percentiles from the processes' ``/metrics`` (estimated from the histogram
-buckets, as Prometheus's ``histogram_quantile`` does). In a terminal it redraws in
+buckets, as Prometheus's ``histogram_quantile`` does), and the job schedulers of
+``reports``: the weekly report, and the cleanup, which the demo runs every
+``DEMO_CLEANUP_EVERY_S`` (10) seconds, removing the jobs finished more than
+``DEMO_CLEANUP_GRACE_S`` (300) seconds ago. In a terminal it redraws in
 place; otherwise it prints one line every few seconds.
 
 It stops on Ctrl-C, SIGTERM, or after ``--duration`` seconds of load: the load generator
 first, then the workers (SIGTERM: they finish their running jobs), then the API; a
 process that does not stop in time is killed. Then it checks that the story played out,
 from Redis: welcome emails sent, images resized under a rate limit that held at least
-once, reports built, webhooks delivered after retries and others in the failed set,
-reminders waiting a day ahead. The exit status is 0 when it did, 1 when a part is
+once, reports built, the weekly report scheduled and the cleanup run by its scheduler,
+webhooks delivered after retries and others in the failed set, reminders waiting a day
+ahead. The exit status is 0 when it did, 1 when a part is
 missing, 2 without a usable Redis, 3 when a process failed (did not start, crashed, or
 did not stop cleanly), 130 when interrupted before the load started.
 
@@ -49,6 +53,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import IO, Final
+from zoneinfo import ZoneInfo
 
 import httpx
 import redis
@@ -56,6 +61,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from examples.app.config import (
     BUILD_REPORT,
+    CLEANUP_SCHEDULER,
     DELIVER_WEBHOOK,
     EMAILS,
     IMAGES,
@@ -65,10 +71,19 @@ from examples.app.config import (
     RESIZE_IMAGE,
     SIGNUP_REMINDER,
     WEBHOOKS,
+    WEEKLY_REPORT_SCHEDULER,
     WELCOME_EMAIL,
 )
 from examples.app.worker import QUEUE_PLANS
-from queue_core import Job, JobState, QueueError, QueueStats, RedisUnavailableError, SyncQueue
+from queue_core import (
+    Job,
+    JobState,
+    QueueError,
+    QueueStats,
+    RedisUnavailableError,
+    SchedulerInfo,
+    SyncQueue,
+)
 from queue_core.embedded import SOURCES, Source, resolve_redis
 
 EXIT_OK: Final = 0
@@ -83,6 +98,12 @@ START_TIMEOUT_S: Final = 60.0
 RATE_WINDOW_S: Final = 10.0
 PLAIN_EVERY_S: Final = 5.0
 REMINDER_MIN_AHEAD: Final = timedelta(hours=1)
+# The cleanup's schedule in the demo (the app's default is hourly, for jobs a week old):
+# often enough to be seen, old enough to leave the jobs the story is judged on.
+DEMO_CLEANUP_EVERY_S: Final = 10.0
+DEMO_CLEANUP_GRACE_S: Final = 300.0
+CLEANUP_SLACK_S: Final = 10.0  # a run may wait for the report that holds the worker
+RECENT_RUNS: Final = 50  # the newest finished jobs of reports searched for each last run
 ROOT: Final = Path(__file__).resolve().parent.parent
 
 
@@ -298,6 +319,79 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
+@dataclass(frozen=True)
+class SchedulerView:
+    """A job scheduler as stored, and its newest finished run (None: none yet, or not
+    among the newest finished jobs of its queue)."""
+
+    info: SchedulerInfo
+    last_run: Job | None
+
+    @property
+    def runs(self) -> int:
+        """Runs taken by a worker so far: ``count`` includes the pending one."""
+        return self.info.count - (1 if self.info.pending_job_id else 0)
+
+
+def read_schedulers(queue: SyncQueue) -> list[SchedulerView]:
+    infos = queue.get_schedulers()
+    if not infos:
+        return []
+    recent = queue.get_jobs([JobState.COMPLETED, JobState.FAILED], 0, RECENT_RUNS - 1)
+    views = []
+    for info in infos:
+        runs = [(j.finished_at, j) for j in recent if j.scheduler_id == info.id and j.finished_at]
+        last = max(runs, key=lambda run: run[0], default=None)
+        views.append(SchedulerView(info, None if last is None else last[1]))
+    return views
+
+
+def _schedule(info: SchedulerInfo) -> str:
+    if info.every is not None:
+        return f"every {fmt_duration(info.every.total_seconds())}"
+    return f"cron {info.cron} {info.tz}"
+
+
+def _next_run(info: SchedulerInfo, now: datetime) -> str:
+    if info.next_run_at is None:
+        return "no next run"
+    wait = (info.next_run_at - now).total_seconds()
+    if wait <= 0:
+        return "due now"
+    if wait < 3600:
+        return f"next in {fmt_duration(wait)}"
+    local = info.next_run_at.astimezone(ZoneInfo(info.tz))
+    return f"next {local:%a %Y-%m-%d %H:%M %Z} (in {fmt_duration(wait)})"
+
+
+def _last_result(view: SchedulerView) -> str:
+    job = view.last_run
+    if job is None:
+        return ""
+    if job.state is JobState.FAILED:
+        return f", last one failed: {job.error_type}"
+    result = job.return_value
+    if isinstance(result, dict) and "removed" in result:
+        return f", last one removed {result['removed']} old jobs"
+    return ""
+
+
+def scheduler_lines(views: Sequence[SchedulerView] | None, now: datetime) -> list[str]:
+    """One line per job scheduler: id, schedule, next run, runs so far."""
+    if views is None:
+        return ["Job schedulers of reports: (Redis did not answer)"]
+    if not views:
+        return ["Job schedulers of reports: none yet (the reports workers upsert them)"]
+    lines = ["Job schedulers of reports (run by the workers, one job per tick):"]
+    for view in views:
+        info = view.info
+        lines.append(
+            f"  {info.id:<14}{_schedule(info):<26}{_next_run(info, now):<44}"
+            f"runs {view.runs}{_last_result(view)}"
+        )
+    return lines
+
+
 @dataclass
 class Snapshot:
     """One look at the system: Redis counts now, metrics now, and a rate window."""
@@ -306,6 +400,7 @@ class Snapshot:
     stats: dict[str, QueueStats | None]
     metrics: Metrics
     window: tuple[float, Metrics] | None  # (seconds ago, metrics then)
+    schedulers: list[SchedulerView] | None = None  # None: Redis did not answer
 
     def rate(self, name: str, queue: str, *split: str) -> float | None:
         if self.window is None or self.window[0] <= 0:
@@ -353,6 +448,7 @@ def table(snapshot: Snapshot, rates: str = f"the last {RATE_WINDOW_S:g} s") -> l
             f"{counts}{_rate(rate_in):>6}{_rate(rate_out):>6}{retries:>8.0f}"
             f"{wait:>14}{run:>14}{oldest:>7}"
         )
+    lines += ["", *scheduler_lines(snapshot.schedulers, datetime.now(UTC))]
     holds = metrics.total("queue_core_rate_limit_delay_seconds_count", IMAGES, "limiter")
     limit = QUEUE_PLANS[IMAGES].limiter
     assert limit is not None
@@ -392,6 +488,9 @@ def plain_line(snapshot: Snapshot) -> str:
         if retries:
             text += f" retries {retries:.0f}"
         parts.append(text)
+    if snapshot.schedulers:
+        runs = ", ".join(f"{view.info.id} {view.runs}" for view in snapshot.schedulers)
+        parts.append(f"scheduler runs: {runs}")
     return f"[{snapshot.elapsed:5.0f}s] " + " | ".join(parts)
 
 
@@ -430,11 +529,19 @@ def _this_run(jobs: Iterable[Job], since: datetime) -> list[Job]:
     return [job for job in jobs if job.enqueued_at >= since]
 
 
-def judge_story(redis_url: str, since: datetime, metrics: Metrics) -> list[Check]:
-    """What Redis says happened to the jobs enqueued since ``since``."""
+def judge_story(
+    redis_url: str,
+    since: datetime,
+    metrics: Metrics,
+    elapsed: float = math.inf,
+    cleanup_every: float = DEMO_CLEANUP_EVERY_S,
+) -> list[Check]:
+    """What Redis says happened to the jobs enqueued since ``since``, in a run of
+    ``elapsed`` seconds of load (a short one is not expected to see a cleanup)."""
     queues = {name: SyncQueue(name, redis=redis_url) for name in QUEUES}
     try:
         jobs = {name: _this_run(q.get_jobs(), since) for name, q in queues.items()}
+        schedulers = {info.id: info for info in queues[REPORTS].get_schedulers()}
     finally:
         for queue in queues.values():
             queue.close()
@@ -463,6 +570,8 @@ def judge_story(redis_url: str, since: datetime, metrics: Metrics) -> list[Check
     )
     reports = done(REPORTS, BUILD_REPORT)
     checks.append(Check(bool(reports), REPORTS, f"reports built: {len(reports)} (low priority)"))
+    checks.append(_weekly_check(schedulers.get(WEEKLY_REPORT_SCHEDULER)))
+    checks.append(cleanup_check(jobs[REPORTS], elapsed, cleanup_every))
     retried = [j for j in done(WEBHOOKS, DELIVER_WEBHOOK) if j.attempts_made > 1]
     most = max((j.attempts_made for j in retried), default=0)
     checks.append(
@@ -498,6 +607,27 @@ def judge_story(redis_url: str, since: datetime, metrics: Metrics) -> list[Check
         )
     )
     return checks
+
+
+def _weekly_check(info: SchedulerInfo | None) -> Check:
+    if info is None or info.next_run_at is None:
+        return Check(False, REPORTS, "weekly report: no scheduler with a next run")
+    when = info.next_run_at.astimezone(ZoneInfo(info.tz))
+    text = f"weekly report scheduled ({info.cron} {info.tz}): next {when:%a %d %b %H:%M}"
+    return Check(True, REPORTS, text)
+
+
+def cleanup_check(jobs: Iterable[Job], elapsed: float, every: float) -> Check:
+    runs = [j for j in jobs if j.scheduler_id == CLEANUP_SCHEDULER]
+    done = [j for j in runs if j.state is JobState.COMPLETED]
+    removed = sum(
+        int(j.return_value.get("removed", 0)) for j in done if isinstance(j.return_value, dict)
+    )
+    text = f"cleanup runs: {len(done)} (every {every:g} s), {removed} old finished jobs removed"
+    expected = elapsed >= every + CLEANUP_SLACK_S
+    if not done and not expected:
+        text += f"; none expected yet after {elapsed:.0f} s"
+    return Check(bool(done) or not expected, REPORTS, text)
 
 
 def _read_json_lines(paths: Iterable[Path]) -> Iterator[tuple[Path, dict[str, object]]]:
@@ -585,6 +715,8 @@ class Demo:
             QUEUE_CORE_LOG_FORMAT="json",
             METRICS_HOST="127.0.0.1",
             METRICS_PORT=str(metrics_port or 0),
+            CLEANUP_EVERY_S=f"{DEMO_CLEANUP_EVERY_S:g}",
+            CLEANUP_GRACE_S=f"{DEMO_CLEANUP_GRACE_S:g}",
         )
         if service is not None:
             env["OTEL_SERVICE_NAME"] = service
@@ -700,6 +832,12 @@ class Demo:
                 stats[name] = None
         return stats
 
+    def _schedulers(self, queues: Mapping[str, SyncQueue]) -> list[SchedulerView] | None:
+        try:
+            return read_schedulers(queues[REPORTS])
+        except QueueError:
+            return None
+
     def watch(self, scraper: Scraper, queues: Mapping[str, SyncQueue]) -> Snapshot:
         """Refresh the view until stopped, a process dies, or the duration is over."""
         live = LiveArea(sys.stdout) if self.tty else None
@@ -717,7 +855,9 @@ class Demo:
             while len(history) > 1 and now - history[0][0] > RATE_WINDOW_S:
                 history.popleft()
             window = (now - history[0][0], history[0][1]) if len(history) > 1 else None
-            snapshot = Snapshot(now - started, self._stats(queues), metrics, window)
+            snapshot = Snapshot(
+                now - started, self._stats(queues), metrics, window, self._schedulers(queues)
+            )
             if live is not None:
                 live.show(table(snapshot))
             elif now - last_plain >= PLAIN_EVERY_S:
@@ -823,12 +963,13 @@ class Demo:
         self, snapshot: Snapshot, queues: Mapping[str, SyncQueue], since: datetime
     ) -> int:
         snapshot.stats = self._stats(queues)
+        snapshot.schedulers = self._schedulers(queues)
         snapshot.window = (snapshot.elapsed, Metrics())  # rates: averages over the run
         print(f"\nFinal summary after {snapshot.elapsed:.0f} s of load:")
         for line in table(snapshot, rates="averages over the run"):
             print(line)
         try:
-            checks = judge_story(self.redis_url, since, snapshot.metrics)
+            checks = judge_story(self.redis_url, since, snapshot.metrics, snapshot.elapsed)
         except QueueError as exc:
             print(f"Could not read the jobs from Redis: {exc}")
             return EXIT_STORY_INCOMPLETE

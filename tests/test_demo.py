@@ -16,12 +16,14 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from examples.demo import cleanup_check
 from queue_core import Job, JobState, SyncQueue
 from tests.redis_server import RedisServer
 
@@ -128,6 +130,8 @@ def test_the_story_played_out(demo: DemoRun) -> None:
         ("ok", "emails"),
         ("ok", "images"),
         ("ok", "reports"),
+        ("ok", "reports"),
+        ("ok", "reports"),
         ("ok", "webhooks"),
         ("ok", "webhooks"),
         ("ok", "reminders"),
@@ -196,13 +200,49 @@ def test_images_were_resized_under_the_rate_limit(demo: DemoRun) -> None:
 
 
 def test_reports_were_built_at_low_priority(demo: DemoRun) -> None:
-    completed = demo.jobs("reports", JobState.COMPLETED)
+    completed = [j for j in demo.jobs("reports", JobState.COMPLETED) if j.name == "build_report"]
     assert len(completed) >= 3
     for job in completed:
         assert job.progress == 100
         assert len(job.return_value["digest"]) == 16
         assert job.options.priority in (-10, 10)  # low, or urgent now and then
     assert any(job.options.priority == -10 for job in completed)
+
+
+def test_the_workers_ran_the_schedules(demo: DemoRun) -> None:
+    """The reports worker upserted the weekly report and the cleanup (every 10 s in the
+    demo), ran the cleanup about three times in 30 s, and the demo showed them."""
+    with SyncQueue("reports", redis=demo.redis_url) as reports:
+        schedulers = {info.id: info for info in reports.get_schedulers()}
+    assert set(schedulers) == {"weekly-report", "cleanup"}
+    weekly, cleanup = schedulers["weekly-report"], schedulers["cleanup"]
+    assert (weekly.name, weekly.cron, weekly.tz) == ("weekly_report", "0 7 * * MON", "UTC")
+    assert weekly.next_run_at is not None and weekly.next_run_at > datetime.now(UTC)
+    assert (cleanup.name, cleanup.every) == ("cleanup", timedelta(seconds=10))
+    assert cleanup.data == {"grace_s": 300.0}
+    runs = sorted(
+        (j for j in demo.jobs("reports", JobState.COMPLETED) if j.scheduler_id == "cleanup"),
+        key=lambda j: j.scheduled_for or datetime.min.replace(tzinfo=UTC),
+    )
+    assert len(runs) >= 2, [(j.id, j.state) for j in demo.jobs("reports")]
+    for run in runs:
+        assert run.name == "cleanup"
+        # Nothing of a 30 s run is 300 s old: the story's jobs stay.
+        assert run.return_value == {"removed": 0, "grace_s": 300.0, "by_queue": {}}
+    ticks = [j.scheduled_for for j in runs if j.scheduled_for is not None]
+    assert all((b - a) % timedelta(seconds=10) == timedelta(0) for a, b in pairwise(ticks))
+    out = demo.out
+    assert re.search(r"^  cleanup\s+every 10\.0s\s+.+runs [1-9]", out, re.MULTILINE), out
+    assert re.search(r"^  weekly-report\s+cron 0 7 \* \* MON UTC\s+next Mon ", out, re.MULTILINE)
+    assert re.search(r"\| scheduler runs: cleanup [1-9]\d*, weekly-report 0$", out, re.MULTILINE)
+    checked = r"^  \[ok\] reports    cleanup runs: [1-9]\d* \(every 10 s\)"
+    assert re.search(checked, out, re.MULTILINE), out
+    assert '"event": "scheduler_upserted"' in demo.process_log("worker-reports-1")
+
+
+def test_the_cleanup_check_waits_for_a_long_enough_run() -> None:
+    assert cleanup_check([], elapsed=5, every=10).ok  # too short a run to expect one
+    assert not cleanup_check([], elapsed=25, every=10).ok
 
 
 def test_webhooks_were_retried_and_some_failed_for_good(demo: DemoRun) -> None:

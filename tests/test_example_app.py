@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -26,9 +27,9 @@ import uvicorn
 from examples.app.api import create_app
 from examples.app.config import QUEUES, Settings
 from examples.app.jobs import Jobs
-from examples.app.worker import build_workers
-from queue_core import Job, JobState, Queue, Worker
-from tests.conftest import wait_for
+from examples.app.worker import build_workers, start_schedules
+from queue_core import Job, JobState, Queue, UnrecoverableError, Worker
+from tests.conftest import wait_counts, wait_for
 from tests.e2e.otlp_receiver import OtlpReceiver, ReceivedLog, ReceivedSpan
 from tests.e2e.support import Process, clean_env, port_open
 from tests.redis_server import RedisServer, free_port
@@ -245,6 +246,119 @@ async def test_bad_requests_are_refused_before_anything_is_enqueued(
         assert sum((await images.get_counts()).values()) == 0
 
 
+async def test_the_reports_workers_upsert_the_schedules_at_each_start(settings: Settings) -> None:
+    """What ``python -m examples.app.worker`` does before its workers start."""
+    settings = replace(settings, weekly_report_tz="Europe/Paris")
+    await start_schedules(["emails", "webhooks"], settings)  # not a reports worker
+    async with Queue("reports", redis=settings.redis_url) as reports:
+        assert await reports.get_schedulers() == []
+        await start_schedules(["emails", "reports"], settings)
+        cleanup, weekly = await reports.get_schedulers()  # sorted by id
+        assert (cleanup.id, weekly.id) == ("cleanup", "weekly-report")
+        assert (weekly.name, weekly.cron, weekly.tz, weekly.every) == (
+            "weekly_report",
+            "0 7 * * MON",
+            "Europe/Paris",
+            None,
+        )
+        assert weekly.next_run_at is not None
+        assert timedelta(0) < weekly.next_run_at - datetime.now(UTC) <= timedelta(days=7)
+        paris = weekly.next_run_at.astimezone(ZoneInfo("Europe/Paris"))
+        assert (paris.weekday(), paris.hour, paris.minute) == (0, 7, 0)
+        assert (cleanup.name, cleanup.every, cleanup.cron) == ("cleanup", timedelta(hours=1), None)
+        assert cleanup.data == {"grace_s": 7 * 86400.0}
+
+        # Another worker process, or a restart: the same runs, no extra one.
+        await start_schedules(["reports"], settings)
+        again = {info.id: info for info in await reports.get_schedulers()}
+        assert again["weekly-report"].pending_job_id == weekly.pending_job_id
+        assert again["weekly-report"].count == weekly.count == 1
+        assert again["cleanup"].next_run_at == cleanup.next_run_at
+        assert again["cleanup"].count == cleanup.count == 1
+        counts = await reports.get_counts()
+        assert counts["waiting"] + counts["delayed"] == 2, counts
+
+        # A changed setting replaces the schedule at the next start.
+        await start_schedules(["reports"], replace(settings, cleanup_every=60.0))
+        changed = await reports.get_scheduler("cleanup")
+        assert changed is not None
+        assert changed.every == timedelta(minutes=1)
+
+
+async def test_a_cleanup_run_removes_the_old_finished_jobs_of_every_queue(
+    settings: Settings, run_workers: Any
+) -> None:
+    async def reject(job: Job) -> None:
+        raise UnrecoverableError("rejected")
+
+    async with contextlib.AsyncExitStack() as stack:
+        queues = {
+            name: await stack.enter_async_context(Queue(name, redis=settings.redis_url))
+            for name in ("images", "webhooks", "reports")
+        }
+        for _ in range(3):
+            await queues["images"].add("noop")
+        for _ in range(2):
+            await queues["webhooks"].add("reject")
+        async with (
+            Worker("images", {"noop": lambda job: None}, redis=settings.redis_url),
+            Worker("webhooks", {"reject": reject}, redis=settings.redis_url),
+        ):
+            await wait_counts(queues["images"], completed=3)
+            await wait_counts(queues["webhooks"], failed=2)
+        await run_workers(["reports"])
+
+        # Nothing finished an hour ago: nothing removed.
+        young = await queues["reports"].add("cleanup", {"grace_s": 3600})
+        kept = await settled(settings, "reports", young.id)
+        assert kept.return_value == {"removed": 0, "grace_s": 3600.0, "by_queue": {}}
+
+        # A grace of 0: every finished job is old, the earlier cleanup run included.
+        old = await queues["reports"].add("cleanup", {"grace_s": 0})
+        cleaned = await settled(settings, "reports", old.id)
+        assert cleaned.state is JobState.COMPLETED, cleaned.failed_reason
+        assert cleaned.return_value == {
+            "removed": 6,
+            "grace_s": 0.0,
+            "by_queue": {
+                "images": {"completed": 3},
+                "reports": {"completed": 1},
+                "webhooks": {"failed": 2},
+            },
+        }
+        assert (await queues["images"].get_counts())["completed"] == 0
+        assert (await queues["webhooks"].get_counts())["failed"] == 0
+        assert await queues["reports"].get_job(young.id) is None
+        assert (await queues["reports"].get_counts())["completed"] == 1  # this run
+
+
+async def test_the_weekly_report_covers_the_week_before_its_tick(
+    settings: Settings, run_workers: Any
+) -> None:
+    """A run of a scheduler (a period, so that it runs now) with the weekly report's job;
+    the same tick makes the same report when it runs again."""
+    await run_workers(["reports"])
+    async with Queue("reports", redis=settings.redis_url) as reports:
+        info = await reports.upsert_scheduler(
+            "weekly-now", every=3600, name="weekly_report", data={"kind": "weekly", "days": 7}
+        )
+        assert info.pending_job_id is not None
+        job = await settled(settings, "reports", info.pending_job_id)
+        assert job.state is JobState.COMPLETED, job.failed_reason
+        assert job.scheduler_id == "weekly-now"
+        assert job.scheduled_for is not None
+        report = job.return_value
+        assert report["kind"] == "weekly"
+        assert report["days"] == 7
+        assert report["events"] == 7 * 4000
+        assert report["period_end"] == job.scheduled_for.isoformat()
+        assert job.progress == 100
+        await reports.retry_job(job.id)
+        again = await settled(settings, "reports", job.id)
+        assert again.return_value == report
+        await reports.remove_scheduler("weekly-now")
+
+
 def test_settings_come_from_the_environment() -> None:
     settings = Settings.from_env(
         {"REDIS_URL": "redis://r:6379/0", "METRICS_PORT": "0", "WEBHOOK_ATTEMPTS": "6"}
@@ -254,6 +368,25 @@ def test_settings_come_from_the_environment() -> None:
     )
     with pytest.raises(ValueError, match="HOOKS_FAILURE_RATE must be between 0 and 1"):
         Settings.from_env({"HOOKS_FAILURE_RATE": "2"})
+    schedules = Settings.from_env(
+        {
+            "WEEKLY_REPORT_CRON": " 30 6  * * 1-5 ",
+            "WEEKLY_REPORT_TZ": "America/New_York",
+            "CLEANUP_EVERY_S": "10",
+            "CLEANUP_GRACE_S": "300",
+        }
+    )
+    assert (schedules.weekly_report_cron, schedules.weekly_report_tz) == (
+        "30 6 * * 1-5",
+        "America/New_York",
+    )
+    assert (schedules.cleanup_every, schedules.cleanup_grace) == (10.0, 300.0)
+    with pytest.raises(ValueError, match="WEEKLY_REPORT_TZ must be an IANA time zone"):
+        Settings.from_env({"WEEKLY_REPORT_TZ": "Mars/Olympus"})
+    with pytest.raises(ValueError, match="WEEKLY_REPORT_CRON must be a 5-field cron"):
+        Settings.from_env({"WEEKLY_REPORT_CRON": "0 7 * *"})
+    with pytest.raises(ValueError, match="CLEANUP_EVERY_S must be between"):
+        Settings.from_env({"CLEANUP_EVERY_S": "0"})
 
 
 def test_the_compose_commands_export_over_otlp(settings: Settings, tmp_path: Path) -> None:

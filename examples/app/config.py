@@ -15,6 +15,10 @@ service and the demo:
 | ``REMINDER_DELAY_S`` | delay of the signup reminder, in seconds | 86400 (24 h) |
 | ``WEBHOOK_ATTEMPTS`` | tries per webhook delivery | 4 |
 | ``WEBHOOK_BACKOFF_S`` | first retry delay of a webhook (exponential, with jitter) | 0.5 |
+| ``WEEKLY_REPORT_CRON`` | when the weekly report runs (5-field cron) | ``0 7 * * MON`` |
+| ``WEEKLY_REPORT_TZ`` | the IANA zone of that cron expression | ``UTC`` |
+| ``CLEANUP_EVERY_S`` | period of the cleanup of old finished jobs, in seconds | 3600 |
+| ``CLEANUP_GRACE_S`` | age at which the cleanup removes a finished job, in s | 604800 (7 d) |
 
 Telemetry has its own variables (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME``,
 ``TELEMETRY_DIR``): see ``examples.app.telemetry``.
@@ -26,6 +30,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 EMAILS: Final = "emails"
 IMAGES: Final = "images"
@@ -39,6 +44,8 @@ RESIZE_IMAGE: Final = "resize_image"
 BUILD_REPORT: Final = "build_report"
 DELIVER_WEBHOOK: Final = "deliver_webhook"
 SIGNUP_REMINDER: Final = "signup_reminder"
+WEEKLY_REPORT: Final = "weekly_report"  # scheduled, on REPORTS
+CLEANUP: Final = "cleanup"  # scheduled, on REPORTS
 JOB_NAMES: Final = {
     EMAILS: WELCOME_EMAIL,
     IMAGES: RESIZE_IMAGE,
@@ -46,6 +53,10 @@ JOB_NAMES: Final = {
     WEBHOOKS: DELIVER_WEBHOOK,
     REMINDERS: SIGNUP_REMINDER,
 }
+
+# The job schedulers of REPORTS (examples.app.schedules), by id.
+WEEKLY_REPORT_SCHEDULER: Final = "weekly-report"
+CLEANUP_SCHEDULER: Final = "cleanup"
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_METRICS_PORT: Final = 9464
@@ -68,6 +79,23 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
+def _cron(env: Mapping[str, str], name: str, default: str) -> str:
+    """The field count only: the scheduler's upsert checks the rest at start-up."""
+    value = " ".join(env.get(name, "").split()) or default
+    if len(value.split()) != 5:
+        raise SettingsError(f"{name} must be a 5-field cron expression, not {value!r}")
+    return value
+
+
+def _zone(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{name} must be an IANA time zone, not {value!r}") from None
+    return value
+
+
 @dataclass(frozen=True)  # no slots: from_env reads the defaults off the class
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL
@@ -79,6 +107,10 @@ class Settings:
     reminder_delay: float = 24 * 3600.0
     webhook_attempts: int = 4
     webhook_backoff: float = 0.5
+    weekly_report_cron: str = "0 7 * * MON"
+    weekly_report_tz: str = "UTC"
+    cleanup_every: float = 3600.0
+    cleanup_grace: float = 7 * 86400.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,4 +126,8 @@ class Settings:
             reminder_delay=_number(env, "REMINDER_DELAY_S", cls.reminder_delay, 0, 365 * 86400),
             webhook_attempts=int(_number(env, "WEBHOOK_ATTEMPTS", cls.webhook_attempts, 1, 100)),
             webhook_backoff=_number(env, "WEBHOOK_BACKOFF_S", cls.webhook_backoff, 0, 3600),
+            weekly_report_cron=_cron(env, "WEEKLY_REPORT_CRON", cls.weekly_report_cron),
+            weekly_report_tz=_zone(env, "WEEKLY_REPORT_TZ", cls.weekly_report_tz),
+            cleanup_every=_number(env, "CLEANUP_EVERY_S", cls.cleanup_every, 0.1, 30 * 86400),
+            cleanup_grace=_number(env, "CLEANUP_GRACE_S", cls.cleanup_grace, 0, 365 * 86400),
         )

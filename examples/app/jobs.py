@@ -5,6 +5,11 @@
 - ``images`` / ``resize_image``: draws an image with Pillow and resizes it to each size
   asked for (CPU work, so a plain ``def`` that the worker runs in a thread).
 - ``reports`` / ``build_report``: aggregates generated data in chunks, with progress.
+- ``reports`` / ``weekly_report``: the same report over the week before its tick, made by
+  the ``weekly-report`` job scheduler (``examples.app.schedules``).
+- ``reports`` / ``cleanup``: made by the ``cleanup`` job scheduler: removes the jobs of
+  every queue of the app that finished (completed or failed) longer ago than
+  ``CLEANUP_GRACE_S``, and returns how many it removed.
 - ``webhooks`` / ``deliver_webhook``: POSTs to the flaky receiver with httpx. Network
   errors, 5xx, 408 and 429 are retried with exponential backoff and jitter; any other 4xx
   raises ``WebhookRejectedError`` (an ``UnrecoverableError``): failed at once.
@@ -38,19 +43,22 @@ from PIL import Image, ImageDraw
 
 from examples.app.config import (
     BUILD_REPORT,
+    CLEANUP,
     DELIVER_WEBHOOK,
     EMAILS,
     IMAGES,
+    QUEUES,
     REMINDERS,
     REPORTS,
     RESIZE_IMAGE,
     SIGNUP_REMINDER,
     WEBHOOKS,
+    WEEKLY_REPORT,
     WELCOME_EMAIL,
     Settings,
 )
 from examples.app.users import EMAIL_INDEX, user_key
-from queue_core import Job, Processor, UnrecoverableError
+from queue_core import Job, Processor, Queue, UnrecoverableError
 
 __all__ = [
     "Jobs",
@@ -66,6 +74,9 @@ WEBHOOK_TIMEOUT_S: Final = 5.0
 REPORT_CHUNK_DAYS: Final = 5
 REPORT_EVENTS_PER_DAY: Final = 4000
 RETRYABLE_STATUS: Final = frozenset({408, 425, 429})
+WEEK_DAYS: Final = 7
+CLEANED_STATES: Final = ("completed", "failed")
+CLEANUP_LIMIT: Final = 100_000  # per queue and state and run: the next run takes the rest
 
 
 class SmtpTemporaryError(Exception):
@@ -133,7 +144,11 @@ class Jobs:
         return {
             EMAILS: {WELCOME_EMAIL: self.welcome_email},
             IMAGES: {RESIZE_IMAGE: self.resize_image},
-            REPORTS: {BUILD_REPORT: self.build_report},
+            REPORTS: {
+                BUILD_REPORT: self.build_report,
+                WEEKLY_REPORT: self.weekly_report,
+                CLEANUP: self.cleanup,
+            },
             WEBHOOKS: {DELIVER_WEBHOOK: self.deliver_webhook},
             REMINDERS: {SIGNUP_REMINDER: self.signup_reminder},
         }
@@ -190,7 +205,20 @@ class Jobs:
     async def build_report(self, job: Job) -> dict[str, Any]:
         kind = str(job.data.get("kind", "signups"))
         days = int(job.data.get("days", 30))
-        seed = zlib.crc32(f"{kind}:{job.id}".encode())
+        return await self._report(job, kind, days, zlib.crc32(f"{kind}:{job.id}".encode()))
+
+    async def weekly_report(self, job: Job) -> dict[str, Any]:
+        """The scheduled report: the days before the tick it is for, seeded by that tick,
+        so that a run retried (or recovered after a crash) builds the same report."""
+        data = job.data if isinstance(job.data, dict) else {}
+        kind = str(data.get("kind", "weekly"))
+        days = int(data.get("days", WEEK_DAYS))
+        tick = job.scheduled_for or job.enqueued_at  # enqueued by hand: no tick
+        seed = zlib.crc32(f"{kind}:{tick.isoformat()}".encode())
+        report = await self._report(job, kind, days, seed)
+        return {**report, "period_end": tick.isoformat()}
+
+    async def _report(self, job: Job, kind: str, days: int, seed: int) -> dict[str, Any]:
         digest = hashlib.sha256()
         rows: list[dict[str, float]] = []
         for first in range(0, days, REPORT_CHUNK_DAYS):
@@ -208,6 +236,26 @@ class Jobs:
             "events": sum(int(row["events"]) for row in rows),
             "digest": digest.hexdigest()[:16],
         }
+
+    # ----------------------------------------------------------------- cleanup
+
+    async def cleanup(self, job: Job) -> dict[str, Any]:
+        """Remove the finished jobs older than ``grace_s`` (the job's data, else
+        ``CLEANUP_GRACE_S``) from every queue of the app. Retention trims the completed
+        sets as jobs finish; this also ages out the failed sets, kept whole otherwise, and
+        the queues that went quiet. Idempotent: a second run finds nothing more."""
+        data = job.data if isinstance(job.data, dict) else {}
+        grace = float(data.get("grace_s", self.settings.cleanup_grace))
+        by_queue: dict[str, dict[str, int]] = {}
+        for name in QUEUES:
+            async with Queue(name, redis=self.settings.redis_url) as queue:
+                for state in CLEANED_STATES:
+                    removed = len(await queue.clean(state, grace, limit=CLEANUP_LIMIT))
+                    if removed:
+                        by_queue.setdefault(name, {})[state] = removed
+        total = sum(sum(states.values()) for states in by_queue.values())
+        log.info("jobs_cleaned", removed=total, grace_s=grace, by_queue=by_queue)
+        return {"removed": total, "grace_s": grace, "by_queue": by_queue}
 
     # ---------------------------------------------------------------- webhooks
 

@@ -6,7 +6,9 @@
 Runs one ``Worker`` per queue named (default: all five) in one process, each with the
 settings that suit its work (``QUEUE_PLANS``): many concurrent emails and webhooks, two
 images at a time under a rate limit shared by every image worker, one report at a time.
-``--concurrency`` overrides the concurrency of every queue of this process.
+``--concurrency`` overrides the concurrency of every queue of this process. A process
+that works on ``reports`` first upserts the app's job schedulers (the weekly report and
+the cleanup, ``examples.app.schedules``).
 
 SIGTERM or SIGINT stops gracefully: no new job is fetched and running jobs get
 ``--shutdown-timeout`` seconds to finish (what is still running then is recovered by
@@ -22,6 +24,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import httpx
 import redis.asyncio
@@ -38,10 +41,13 @@ from examples.app.config import (
     SettingsError,
 )
 from examples.app.jobs import Jobs
+from examples.app.schedules import upsert_schedules
 from examples.app.telemetry import setup_telemetry
-from queue_core import RateLimit, Worker
+from queue_core import InvalidScheduleError, Queue, RateLimit, RedisUnavailableError, Worker
 
 log = structlog.get_logger("examples.app.worker")
+
+SCHEDULES_START_TIMEOUT_S: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -90,10 +96,41 @@ def build_workers(
     return workers
 
 
+async def start_schedules(queues: Sequence[str], settings: Settings) -> None:
+    """Upsert the schedulers when this process works on their queue (``reports``).
+
+    The workers do it rather than the API: see ``examples.app.schedules``. Each worker
+    process of ``reports`` repeats it at each start, which upsert allows; so does a retry
+    after a timeout. Redis gets 30 s to answer, as it does at a Worker's start."""
+    if REPORTS not in queues:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SCHEDULES_START_TIMEOUT_S
+    async with Queue(REPORTS, redis=settings.redis_url) as queue:
+        while True:
+            try:
+                schedulers = await upsert_schedules(queue, settings)
+                break
+            except RedisUnavailableError as exc:
+                if loop.time() >= deadline:
+                    raise
+                log.warning("schedules_waiting_for_redis", error=str(exc))
+                await asyncio.sleep(1.0)
+        for info in schedulers:
+            log.info(
+                "scheduler_upserted",
+                scheduler=info.id,
+                schedule=info.cron or str(info.every),
+                tz=info.tz,
+                next_run_at=info.next_run_at.isoformat() if info.next_run_at else None,
+            )
+
+
 async def run(queues: Sequence[str], concurrency: int | None, shutdown_timeout: float) -> None:
     settings = Settings.from_env()
     telemetry = setup_telemetry("worker", settings)
     try:
+        await start_schedules(queues, settings)
         users = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
         async with httpx.AsyncClient() as http:
             jobs = Jobs(settings, users, http)
@@ -174,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         asyncio.run(run(args.queues, args.concurrency, args.shutdown_timeout))
-    except SettingsError as exc:
+    except (SettingsError, InvalidScheduleError) as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
     return 0
