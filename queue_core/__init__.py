@@ -19,6 +19,7 @@ from queue_core.errors import (
     JobStateError,
     JobTimeoutError,
     LockLostError,
+    PartialFlowError,
     PayloadTooLargeError,
     QueueBusyError,
     QueueError,
@@ -32,6 +33,8 @@ from queue_core.errors import (
     UnsupportedFormatError,
 )
 from queue_core.events import QueueEvent, QueueEvents
+from queue_core.flow_producer import FlowProducer
+from queue_core.flows import Dependency, DependencyStatus, FailurePolicy, FlowJob, FlowNode
 from queue_core.hooks import (
     EnqueuedJob,
     EnqueueEvent,
@@ -49,7 +52,7 @@ from queue_core.hooks import (
     register_hook,
     unregister_hook,
 )
-from queue_core.job import Job, JobState
+from queue_core.job import Job, JobRef, JobState
 from queue_core.log import configure_logging, register_log_processor, unregister_log_processor
 from queue_core.options import Backoff, Dedup, JobOptions, KeepJobs, RateLimit
 from queue_core.queue import Queue
@@ -67,9 +70,15 @@ __all__ = [
     "CorruptJobError",
     "Dedup",
     "DelayedError",
+    "Dependency",
+    "DependencyStatus",
     "EnqueueEvent",
     "EnqueuedJob",
     "EventsDisabledError",
+    "FailurePolicy",
+    "FlowJob",
+    "FlowNode",
+    "FlowProducer",
     "Hook",
     "InternalEvent",
     "InvalidOptionError",
@@ -80,6 +89,7 @@ __all__ = [
     "JobFailedError",
     "JobNotFoundError",
     "JobOptions",
+    "JobRef",
     "JobSpec",
     "JobState",
     "JobStateError",
@@ -89,6 +99,7 @@ __all__ = [
     "LockLostError",
     "OperationEvent",
     "Outcome",
+    "PartialFlowError",
     "PayloadTooLargeError",
     "ProcessEvent",
     "Processor",

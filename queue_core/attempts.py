@@ -159,16 +159,19 @@ class JobRunner:
 
     async def _process(self, raw: RawJob) -> RawJob | None:
         job_id, envelope, raw_record = raw
+        record = decode_record(raw_record)  # just written by the fetch script, which checked it
         job = job_from_wire(
             self.ctx.name,
             job_id,
             envelope,
-            decode_record(raw_record),  # just written by the fetch script, which checked it
+            record,
             self.ctx.serializer,
             state=JobState.ACTIVE,
             backend=self.ctx.backend,
             lenient=True,
         )
+        if "dpn" in record and job.read_error is None:  # a flow's parent: hooks link to these
+            job.dependencies = await self.ctx.read_dependencies(job)
         if self._cancelled_early and job_id in self._cancelled_early:
             self._cancelled_early.discard(job_id)
             job.cancelled.set()  # the attempt ends as cancelled without running
@@ -374,6 +377,8 @@ class JobRunner:
         if settled is None:
             return None
         self.settle_errors.succeeded()
+        if settled.record is not None and "par" in settled.record and outcome != "retry":
+            self.ctx.deliver_outbox()  # a flow child's outcome, for its parent (outbox.py)
         quarantined = settled.fetched.quarantined
         if settled.status in (SETTLED, ALREADY_SETTLED):
             self.ctx.running.pop(job.id, None)  # no lock to renew any more, even during hooks

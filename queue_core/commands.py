@@ -191,7 +191,7 @@ def parse_stats(reply: Sequence[Any]) -> QueueStats:
     measured_at = ms_to_datetime(now)
     assert measured_at is not None
     return QueueStats(
-        counts=dict(zip(_STATES, values[:5], strict=True)),
+        counts=dict(zip(_STATES, [*values[:5], values[7]], strict=True)),
         oldest_waiting_age=None if oldest < 0 else max(0.0, (now - oldest) / 1000),
         measured_at=measured_at,
     )

@@ -24,7 +24,7 @@ from queue_core.envelope import (
     decode_envelope,
 )
 from queue_core.errors import CorruptJobError, UnsupportedFormatError
-from queue_core.job import Job, JobBackend, JobState, ms_to_datetime
+from queue_core.job import Job, JobBackend, JobRef, JobState, ms_to_datetime
 from queue_core.options import JobOptions
 from queue_core.serializer import Serializer
 
@@ -138,10 +138,21 @@ def _record_fields(record: dict[str, Any]) -> dict[str, Any]:
         "manual_retries": record.get("rtr", 0),
         "started_at": ms_to_datetime(record.get("pon")),
         "finished_at": ms_to_datetime(record.get("fon")),
+        "ready_at": ms_to_datetime(record.get("rdy")),
         "scheduler_id": record.get("sch"),
         "scheduled_for": ms_to_datetime(record.get("due")),
+        "parent": _parent(record.get("par")),
         "_token": record.get("tok"),
     }
+
+
+def _parent(raw: str | None) -> JobRef | None:
+    if raw is None:
+        return None
+    try:
+        return JobRef.from_wire(raw)
+    except ValueError:  # only these scripts write it; a broken one is ignored, not fatal
+        return None
 
 
 def snapshot_to_job(

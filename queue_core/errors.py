@@ -17,6 +17,7 @@ The tree::
     ├── JobStateError                the job's state forbids the operation; nothing changed
     ├── QueueBusyError               obliterate refused: jobs are active (force=True)
     ├── EventsDisabledError          waiting for a job on a queue that records no events
+    ├── PartialFlowError             a flow add on Redis Cluster failed half way, undo too
     └── JobFailedError               wait_until_finished: the job failed for good
         └── JobCancelledError        ... because it was cancelled (queue.cancel)
 
@@ -43,6 +44,7 @@ __all__ = [
     "JobStateError",
     "JobTimeoutError",
     "LockLostError",
+    "PartialFlowError",
     "PayloadTooLargeError",
     "QueueBusyError",
     "QueueError",
@@ -184,6 +186,21 @@ class QueueBusyError(QueueError):
 class EventsDisabledError(QueueError):
     """``wait_until_finished`` on a queue whose events are off: waiting reads the events
     stream. Turn events on with ``queue.set_events_max_length(None)`` (or a length)."""
+
+
+class PartialFlowError(QueueError):
+    """``FlowProducer.add`` on a Redis Cluster failed after adding part of the tree, and
+    removing that part failed too (Redis was away for both). ``left`` lists the jobs
+    left behind, ``"queue:id"``: parents waiting for children that were never added,
+    and perhaps some children; remove them (``remove_job``) or add the flow again.
+    On a single Redis a flow is one transaction, and this is never raised."""
+
+    def __init__(self, left: list[str], cause: BaseException) -> None:
+        super().__init__(
+            f"the flow was added in part and could not be removed ({cause!r}); "
+            f"jobs left: {', '.join(left)}"
+        )
+        self.left = left
 
 
 class JobFailedError(QueueError):

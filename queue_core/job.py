@@ -9,13 +9,16 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from queue_core.errors import QueueError
 from queue_core.options import JobOptions
 
 if TYPE_CHECKING:
     from queue_core.errors import CorruptJobError, UnsupportedFormatError
+    from queue_core.flows import Dependency
 
-__all__ = ["Job", "JobState"]
+__all__ = ["Job", "JobRef", "JobState"]
 
 
 class JobState(StrEnum):
@@ -26,7 +29,32 @@ class JobState(StrEnum):
     DELAYED = "delayed"
     COMPLETED = "completed"
     FAILED = "failed"
+    WAITING_CHILDREN = "waiting_children"  # a flow's parent, until its children finish
     UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """A job anywhere: its queue and id. ``str(ref)`` is ``"queue:id"``."""
+
+    queue: str
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.queue}:{self.id}"
+
+    def wire(self) -> str:
+        """The ref as the scripts store it: JSON ``[queue, id]`` (names may hold ``:``)."""
+        return orjson.dumps([self.queue, self.id]).decode()
+
+    @classmethod
+    def from_wire(cls, raw: str | bytes) -> JobRef:
+        value = orjson.loads(raw)
+        if not (
+            isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
+        ):
+            raise ValueError(f"not a job ref: {raw!r}")
+        return cls(value[0], value[1])
 
 
 class JobBackend(Protocol):
@@ -50,6 +78,8 @@ class JobBackend(Protocol):
 
     async def update_job_data(self, job_id: str, data: Any) -> None: ...
 
+    async def get_dependencies(self, job: Job) -> list[Dependency]: ...
+
     async def wait_until_finished(
         self,
         job_id: str,
@@ -67,6 +97,10 @@ def ms_to_datetime(ms: float | None) -> datetime | None:
 @dataclass(slots=True, eq=False)
 class Job:
     """A job as read from Redis. Fields are a snapshot; ``await job.refresh()`` re-reads them.
+
+    ``ready_at`` is when the job last became ready to run, if not at its enqueue: its
+    delay ran out (a scheduler's run: its tick), a stall or an operator sent it back, or
+    a flow parent's children all finished.
 
     ``attempts_started`` grows each time a worker starts the job (stalls and delays
     included); ``attempts_made`` grows each time an attempt finishes (completed, failed or
@@ -88,6 +122,10 @@ class Job:
     ``scheduler_id`` is set on the runs of a job scheduler (``upsert_scheduler``), and
     ``scheduled_for`` is the tick a run is for: ``started_at - scheduled_for`` is its
     lateness.
+
+    In a flow (``FlowProducer``), ``parent`` is the job a child's outcome goes to. A
+    parent that a worker runs has ``dependencies``: its children's outcomes as they were
+    when the attempt started (``get_dependencies()`` reads them again).
     """
 
     id: str
@@ -104,6 +142,7 @@ class Job:
     manual_retries: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    ready_at: datetime | None = None
     delayed_until: datetime | None = None
     progress: Any = None
     return_value: Any = None
@@ -115,6 +154,8 @@ class Job:
     deduplicated: bool = False
     scheduler_id: str | None = None
     scheduled_for: datetime | None = None
+    parent: JobRef | None = None
+    dependencies: list[Dependency] | None = None
     _token: str | None = field(default=None, repr=False)
     _backend: JobBackend | None = field(default=None, repr=False)
     _moved: bool = field(default=False, repr=False)
@@ -140,6 +181,11 @@ class Job:
                     self._cancelled = threading.Event()
                 event = self._cancelled
         return event
+
+    @property
+    def ref(self) -> JobRef:
+        """This job's queue and id (``str(job.ref)`` is ``"queue:id"``)."""
+        return JobRef(self.queue_name, self.id)
 
     @property
     def attempt(self) -> int:
@@ -214,6 +260,19 @@ class Job:
         """Remove this job and every trace of it (see ``Queue.remove_job``)."""
         await self._require_backend().remove_job(self.id)
         self.state = JobState.UNKNOWN
+
+    async def get_dependencies(self) -> list[Dependency]:
+        """This parent's children (in the order the flow gave them), each with its status
+        (pending, completed, failed, ignored, removed) and value or failure."""
+        return await self._require_backend().get_dependencies(self)
+
+    async def get_children_values(self) -> dict[str, Any]:
+        """The return values of this parent's completed children, by ``"queue:id"``."""
+        return {
+            str(dep.ref): dep.value
+            for dep in await self.get_dependencies()
+            if dep.status == "completed"
+        }
 
     async def update_data(self, data: Any) -> None:
         """Replace this job's data (see ``Queue.update_job_data``)."""

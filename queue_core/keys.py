@@ -41,6 +41,16 @@ KEY_NAMES: Final = (
     "dedupexp",  # ZSET dedup keys held for a ttl, score = exp: expired ones are dropped
     # HASH   "c:<scheduler id>" -> JSON config, "e:<scheduler id>" -> its runs' envelope
     "schedulers",
+    # Flows (flows.py): a parent waits in "children" until its children have finished.
+    "children",  # ZSET parents waiting for their children, score = time added (ms)
+    "deps",  # HASH   parent id -> JSON array of its children's refs ([queue, id] as JSON)
+    # HASH JSON [parent id, child ref] -> the child's outcome: a JSON header line
+    # ({s: completed|failed|ignored|removed, e: error message, h: headers}), then its value
+    "depout",
+    # HASH   message -> JSON header line, then a value: what this queue owes another one
+    # (a child's outcome for its parent, a cancel for a child), until it is delivered
+    "outbox",
+    "outboxat",  # ZSET outbox messages, score = when written (ms): the sweep's order
     "cancel",  # CHANNEL pub/sub: ids of running jobs to cancel (a name only, never stored)
 )
 

@@ -134,6 +134,8 @@ class StalledRecovery:
         ctx = self.ctx
         requeued = tuple(x.decode() for x in reply[0])
         failed_ids = [x.decode() for x in reply[1]]
+        if failed_ids or reply[3]:
+            ctx.deliver_outbox()  # jobs ended for good: flow children tell their parents
         if reply[3]:
             _log.info(
                 "stalled_jobs_cancelled",

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from queue_core import admin, job_actions, registry, schedulers
+from queue_core import admin, job_actions, outbox, registry, schedulers
 from queue_core.admin import Operation, QueueConfig
 from queue_core.cancellation import CancelResult, cancel_job
 from queue_core.commands import (
@@ -32,6 +32,7 @@ from queue_core.connection import (
 from queue_core.deadlines import CallDeadlines
 from queue_core.decoding import snapshot_to_job
 from queue_core.errors import InvalidOptionError, JobNotFoundError, QueueError
+from queue_core.flows import Dependency, FlowJob, parse_dependencies
 from queue_core.hooks import (
     GLOBAL_HOOKS,
     Around,
@@ -65,6 +66,7 @@ _GET_COUNTS = load_script("get_counts")
 _GET_STATS = load_script("get_stats")
 _UPDATE_PROGRESS = load_script("update_progress")
 _ADD_LOG = load_script("add_log")
+_GET_DEPENDENCIES = load_script("get_dependencies")
 
 
 class QueueSettings:
@@ -343,7 +345,9 @@ class Queue(QueueSettings):
         process, which stops the attempt (an ``async`` processor's task is cancelled, a
         sync one sees ``job.cancelled``) and fails the job the same way: "cancelling".
         ``JobNotFoundError`` for an unknown job, ``JobStateError`` for a finished one."""
-        return await self._operate(cancel_job(job_id, reason, self.keys))
+        result = await self._operate(cancel_job(job_id, reason, self.keys))
+        await self.deliver_outbox()  # a cancelled flow parent cancels its children
+        return result
 
     # ----- job schedulers (schedulers.py has the model and builds each call)
 
@@ -427,6 +431,7 @@ class Queue(QueueSettings):
         dedup key, in any state but running: an active job whose lock is held raises
         ``JobStateError`` (cancel it instead); one whose worker died may be removed."""
         await self._operate(job_actions.remove(job_id, self.name))
+        await self.deliver_outbox()  # a flow child tells its parent; a parent its children
 
     async def update_job_data(self, job_id: str, data: Any) -> None:
         """Replace a job's data, in any state, serialized and capped as an add's
@@ -462,7 +467,9 @@ class Queue(QueueSettings):
         Done in chunks of 1,000 jobs: each chunk that removes any emits one ``drained``
         event with its ``count`` (not one ``removed`` event per job). Jobs added while it
         runs may be drained too."""
-        return await self._operate_steps(job_actions.drain(include_delayed))
+        result = await self._operate_steps(job_actions.drain(include_delayed))
+        await self.deliver_outbox()
+        return result
 
     async def clean(self, state: str, grace: Duration, limit: int | None = None) -> list[str]:
         """Remove the jobs of ``state`` (completed, failed, waiting or delayed; not active)
@@ -473,7 +480,9 @@ class Queue(QueueSettings):
         emits one ``cleaned`` event with the ``state`` and its ``count`` (not one
         ``removed`` event per job). Waiting and delayed jobs are scanned by position, so a
         job that moves while it runs may be missed: call it again."""
-        return await self._operate_steps(job_actions.clean(state, grace, limit))
+        result = await self._operate_steps(job_actions.clean(state, grace, limit))
+        await self.deliver_outbox()
+        return result
 
     async def obliterate(self, force: bool = False) -> int:
         """Remove the queue and everything in it: every job, its settings, counters,
@@ -487,7 +496,56 @@ class Queue(QueueSettings):
         it runs is either removed whole or, if added after that last chunk, survives whole
         in the fresh queue. Should it stop half way (an error), the queue stays paused:
         call it again, or ``resume()``."""
-        return await self._operate_steps(job_actions.obliterate(self.name, force))
+        result = await self._operate_steps(job_actions.obliterate(self.name, force))
+        await self.deliver_outbox()
+        return result
+
+    # ----- flows (flows.py, outbox.py; FlowProducer adds them)
+
+    async def deliver_outbox(self) -> int:
+        """Deliver what this queue owes other queues now (outbox.py): the outcomes of
+        flow children for their parents, cancels for a removed parent's children. The
+        actions that write such messages call it; workers also sweep it every few
+        seconds. Returns the number of messages delivered."""
+        with redis_errors("deliver_outbox", self.redis_timeout), self._deadlines():
+            if not self._checked:
+                await self._connect()
+            return await outbox.run_async(self.client, self.keys.prefix, outbox.deliver(self.name))
+
+    async def get_dependencies(self, job: Job) -> list[Dependency]:
+        """A flow parent's children and their outcomes (see ``Job.get_dependencies``)."""
+        reply = await self._call("get_dependencies", _GET_DEPENDENCIES, [job.id])
+        return parse_dependencies(reply, self.serializer)
+
+    async def get_flow(self, job_id: str) -> FlowJob | None:
+        """The flow below a job: the job, then each child (in any queue) with its own
+        children, every job with its state as read now (one read per job). None if the
+        job does not exist; a child that is gone (removed) is left out."""
+        job = await self.get_job(job_id)
+        if job is None:
+            return None
+        node = FlowJob(job)
+        for dependency in await self.get_dependencies(job):
+            ref = dependency.ref
+            if ref.queue == self.name:
+                child = await self.get_flow(ref.id)
+            else:
+                async with self._sibling(ref.queue) as queue:
+                    child = await queue.get_flow(ref.id)
+            if child is not None:
+                node.children.append(child)
+        return node
+
+    def _sibling(self, name: str) -> Queue:
+        """Another queue on this queue's connection and settings (closing it leaves the
+        connection open)."""
+        return Queue(
+            name,
+            redis=self.client,
+            prefix=self.keys.prefix,
+            serializer=self.serializer,
+            redis_timeout=self.redis_timeout,
+        )
 
     async def get_workers(self) -> list[WorkerInfo]:
         """The live workers of this queue, in any process, oldest first: those whose last

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from queue_core import admin, job_actions, registry, schedulers
+from queue_core import admin, job_actions, outbox, registry, schedulers
 from queue_core.admin import Operation, QueueConfig
 from queue_core.cancellation import CancelResult, cancel_job
 from queue_core.commands import (
@@ -289,6 +289,7 @@ class SyncQueue(QueueSettings):
 
     def remove_job(self, job_id: str) -> None:
         self._operate(job_actions.remove(job_id, self.name))
+        self.deliver_outbox()
 
     def update_job_data(self, job_id: str, data: Any) -> None:
         self._operate(
@@ -307,13 +308,26 @@ class SyncQueue(QueueSettings):
         return self._operate_steps(job_actions.retry_jobs(state, name, limit, on_progress))
 
     def drain(self, include_delayed: bool = False) -> int:
-        return self._operate_steps(job_actions.drain(include_delayed))
+        result = self._operate_steps(job_actions.drain(include_delayed))
+        self.deliver_outbox()
+        return result
 
     def clean(self, state: str, grace: Duration, limit: int | None = None) -> list[str]:
-        return self._operate_steps(job_actions.clean(state, grace, limit))
+        result = self._operate_steps(job_actions.clean(state, grace, limit))
+        self.deliver_outbox()
+        return result
 
     def obliterate(self, force: bool = False) -> int:
-        return self._operate_steps(job_actions.obliterate(self.name, force))
+        result = self._operate_steps(job_actions.obliterate(self.name, force))
+        self.deliver_outbox()
+        return result
 
     def cancel(self, job_id: str, reason: str = "") -> CancelResult:
-        return self._operate(cancel_job(job_id, reason, self.keys))
+        result = self._operate(cancel_job(job_id, reason, self.keys))
+        self.deliver_outbox()
+        return result
+
+    def deliver_outbox(self) -> int:
+        """See ``Queue.deliver_outbox``."""
+        with redis_errors("deliver_outbox", self.redis_timeout):
+            return outbox.run_sync(self.client, self.keys.prefix, outbox.deliver(self.name))

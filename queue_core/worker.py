@@ -59,6 +59,7 @@ from queue_core.errors import (
     RedisUnavailableError,
 )
 from queue_core.fetching import WATCHDOG_S, Fetcher
+from queue_core.flows import Dependency
 from queue_core.hooks import Hook, WorkerEvent, notify
 from queue_core.job import Job, JobState
 from queue_core.keys import QueueKeys
@@ -424,6 +425,7 @@ class Worker:
         ctx.spawn(self._recovery.run())
         ctx.spawn(self._canceller.run())
         ctx.spawn(self._heartbeat.run())
+        ctx.spawn(ctx.sweep_outbox())
         _log.info(
             "worker_started",
             queue=self.name,
@@ -588,6 +590,9 @@ class Worker:
 
     async def update_job_data(self, job_id: str, data: Any) -> None:
         await self._queue.update_job_data(job_id, data)
+
+    async def get_dependencies(self, job: Job) -> list[Dependency]:
+        return await self._queue.get_dependencies(job)
 
     async def wait_until_finished(
         self,

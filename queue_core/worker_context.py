@@ -17,9 +17,10 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
-from queue_core import schedulers
+from queue_core import outbox, schedulers
 from queue_core.commands import Fetched, FetchSettings, Settled
 from queue_core.connection import AsyncClient
+from queue_core.flows import Dependency
 from queue_core.hooks import Around, HookRegistry, InternalEvent, QuarantineEvent, notify
 from queue_core.job import Job, JobBackend
 from queue_core.keys import QueueKeys
@@ -79,6 +80,8 @@ class WorkerContext:
         self.background: set[asyncio.Task[Any]] = set()
         self.supervisors: list[Supervisor] = []
         self.background_errors = self.supervisor("background")
+        self._delivering = False  # an outbox delivery runs (outbox.py)
+        self._deliver_again = False  # ... and another settle wrote messages meanwhile
 
     def supervisor(self, loop: str) -> Supervisor:
         """A supervisor for one of the worker's loops; ``healthy()`` asks them all."""
@@ -208,6 +211,53 @@ class WorkerContext:
             _log.warning(
                 "scheduler_refill_failed", queue=self.name, scheduler=scheduler_id, error=repr(exc)
             )
+
+    # ----- flows: the outbox (outbox.py) and a parent's dependencies
+
+    def deliver_outbox(self) -> None:
+        """Deliver the queue's outbox in the background, soon: one delivery at a time,
+        which runs again if more settles asked meanwhile."""
+        if self._delivering:
+            self._deliver_again = True
+            return
+        self._delivering = True
+        self.spawn(self._deliver())
+
+    async def _deliver(self, min_age_ms: int = 0) -> None:
+        try:
+            while True:
+                self._deliver_again = False
+                try:
+                    async with asyncio.timeout(self.redis.timeout):
+                        await outbox.run_async(
+                            self.client, self.keys.prefix, outbox.deliver(self.name, min_age_ms)
+                        )
+                except Exception as exc:  # the sweep delivers it later
+                    _log.warning("outbox_delivery_failed", queue=self.name, error=repr(exc))
+                    return
+                if not self._deliver_again:
+                    return
+        finally:
+            self._delivering = False
+
+    async def sweep_outbox(self) -> None:
+        """Every few seconds, deliver the messages that waited too long: their writer died
+        (or lost Redis) before delivering them."""
+        while await self.sleep(outbox.SWEEP_INTERVAL_S):
+            if not self._delivering:
+                self._delivering = True
+                await self._deliver(outbox.SWEEP_MIN_AGE_MS)
+
+    async def read_dependencies(self, job: Job) -> list[Dependency] | None:
+        """A parent's dependencies as its attempt starts; None if Redis failed to say."""
+        try:
+            async with asyncio.timeout(self.redis.timeout):
+                return await self.queue.get_dependencies(job)
+        except Exception as exc:
+            _log.warning(
+                "dependencies_read_failed", queue=self.name, job_id=job.id, error=repr(exc)
+            )
+            return None
 
     async def report_quarantined(self, quarantined: list[tuple[str, str]]) -> None:
         """Corrupt jobs a script moved to failed: log them and tell the hooks."""

@@ -43,6 +43,8 @@ WORKER_LOOP: Final = "queue_core.worker.loop"
 OPERATION: Final = "queue_core.operation"  # an operator's action: pause, retry, cancel...
 OPERATION_COUNT: Final = "queue_core.operation.jobs"  # jobs the action changed
 SCHEDULER_ID: Final = "queue_core.scheduler.id"  # the job scheduler a run belongs to
+# On a flow parent's link to a child: pending, completed, failed, ignored or removed.
+DEPENDENCY_STATUS: Final = "queue_core.dependency.status"
 
 # Metric names. The first four are the conventions'; the rest are queue_core's.
 SENT_MESSAGES: Final = "messaging.client.sent.messages"

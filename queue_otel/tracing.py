@@ -306,6 +306,7 @@ class TracingHook(Hook):
         self._read[id(job)] = read
         creation, creation_context, job_context = read
         links = [Link(creation_context)] if creation_context.is_valid else []
+        links += _dependency_links(job)
         started = job.started_at or datetime.now(UTC)
         if (started - job.enqueued_at).total_seconds() > self._settings.new_trace_after:
             parent = Context()  # long after the enqueue: a new trace, linked back
@@ -466,6 +467,7 @@ class TracingHook(Hook):
         if job_context is None or tracer is None:
             return
         links: list[Link] = [Link(creation_context)] if creation_context.is_valid else []
+        links += _dependency_links(job)
         if job.manual_retries:  # a run an operator asked for: linked to the first run's span
             first_run = decode_span_context(job.headers.get(JOB_HEADER))
             if first_run is not None:
@@ -504,6 +506,27 @@ class TracingHook(Hook):
         span.end(end_time=max(finished, time.time_ns()))
 
 
+_MAX_DEPENDENCY_LINKS = 100  # below the SDK's default limit of 128 links per span
+
+
+def _dependency_links(job: Job) -> list[Link]:
+    """A flow parent's spans link to each child's job span (or its creation, without
+    one), the link carrying the child's outcome as the parent saw it when it started."""
+    links: list[Link] = []
+    for dependency in (job.dependencies or [])[:_MAX_DEPENDENCY_LINKS]:
+        target = decode_span_context(dependency.headers.get(JOB_HEADER))
+        if target is None:
+            creation = extract(dependency.headers, with_baggage=False)
+            target = trace.get_current_span(creation).get_span_context()
+        if target.is_valid:
+            links.append(Link(target, {
+                sc.DESTINATION: dependency.ref.queue,
+                sc.MESSAGE_ID: dependency.ref.id,
+                sc.DEPENDENCY_STATUS: dependency.status,
+            }))  # fmt: skip
+    return links
+
+
 def _context_from(seed: str, flags: trace.TraceFlags) -> trace.SpanContext:
     """A remote span context whose ids are derived from ``seed`` (the same in every
     process): blake2b's first 16 bytes are the trace id, the next 8 the span id."""
@@ -523,8 +546,10 @@ def rerun_context(first: trace.SpanContext, run: int) -> trace.SpanContext:
 
 
 def wait_seconds(job: Job) -> float:
-    """How long the first attempt waited after the job became ready (its delay excluded)."""
+    """How long the first attempt waited after the job became ready: its delay, a
+    scheduler run's wait for its tick and a flow parent's wait for its children are
+    not waiting for a worker."""
     if job.started_at is None:
         return 0.0
-    waited = (job.started_at - job.enqueued_at).total_seconds() - job.options.delay
-    return max(0.0, waited)
+    ready = job.ready_at or job.enqueued_at + timedelta(seconds=job.options.delay)
+    return max(0.0, (job.started_at - ready).total_seconds())

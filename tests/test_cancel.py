@@ -154,7 +154,7 @@ async def test_cancel_a_waiting_job(queue: Queue, raw: redis.asyncio.Redis) -> N
     assert cancelled.attempts_made == 0 and cancelled.attempts_started == 0
     assert cancelled.finished_at is not None
     assert await queue.get_counts() == {
-        "waiting": 1, "active": 0, "delayed": 0, "completed": 0, "failed": 1
+        "waiting": 1, "active": 0, "delayed": 0, "completed": 0, "failed": 1, "waiting_children": 0
     }  # fmt: skip
     assert [e["event"] for e in await events_of(raw, queue, job.id)] == ["added", "cancelled"]
     assert (await events_of(raw, queue, job.id))[-1]["reason"] == "user unsubscribed"

@@ -122,6 +122,7 @@ async def run_lifecycle(client: AsyncRedisCluster, name: str) -> list[Job]:
         "delayed": 1,
         "completed": 0,
         "failed": 0,
+        "waiting_children": 0,
     }
     waiting = await queue.get_jobs("waiting")
     # Run order: the highest priority first, then FIFO within priority 0.
@@ -141,6 +142,7 @@ async def run_lifecycle(client: AsyncRedisCluster, name: str) -> list[Job]:
         "delayed": 0,
         "completed": 6,
         "failed": 0,
+        "waiting_children": 0,
     }
     return done
 
@@ -347,7 +349,14 @@ async def test_operator_actions_on_queues_on_every_node(
 ) -> None:
     names = queue_names_on_every_node(admin, len(cluster.nodes))
     results = await asyncio.gather(*(operate(client, name) for name in names.values()))
-    empty = {"waiting": 0, "active": 0, "delayed": 0, "completed": 0, "failed": 0}
+    empty = {
+        "waiting": 0,
+        "active": 0,
+        "delayed": 0,
+        "completed": 0,
+        "failed": 0,
+        "waiting_children": 0,
+    }
     for seen in results:
         assert seen == {
             "paused": True,

@@ -223,7 +223,7 @@ async def test_replace_debounces_rapid_adds_into_one_run_with_the_last_data(
         await wait_counts(queue, completed=1)
     assert seen == [{"n": 4}]
     assert await queue.get_counts() == {
-        "waiting": 0, "active": 0, "delayed": 0, "completed": 1, "failed": 0
+        "waiting": 0, "active": 0, "delayed": 0, "completed": 1, "failed": 0, "waiting_children": 0
     }  # fmt: skip
 
 

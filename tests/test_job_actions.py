@@ -158,7 +158,7 @@ async def test_retry_sends_a_failed_job_back_to_wait_with_its_attempts_reset(
     assert (fresh.data, fresh.options.priority) == ({"to": "ada"}, 4)
     assert await fresh.get_logs() == ["run 1"]  # logs stay: the history of the job
     assert await queue.get_counts() == {
-        "waiting": 1, "active": 0, "delayed": 0, "completed": 0, "failed": 0
+        "waiting": 1, "active": 0, "delayed": 0, "completed": 0, "failed": 0, "waiting_children": 0
     }  # fmt: skip
     assert (await events(raw, queue))[-1] == {"event": "waiting", "id": job.id, "retried": "1"}
 
@@ -302,7 +302,7 @@ async def test_remove_takes_every_trace_of_a_job_in_each_state(
         await queue.remove_job(job_id)
         assert await traces(raw, queue, job_id) == []
         assert await queue.get_job(job_id) is None
-    assert await queue.get_counts() == dict.fromkeys(SET_STATES.values(), 0)
+    assert await queue.get_counts() == dict.fromkeys([*SET_STATES.values(), "waiting_children"], 0)
     removed = [e for e in await events(raw, queue) if e["event"] == "removed"]
     assert [(e["id"], e["state"]) for e in removed] == [
         *((job_id, "active") for job_id in expired),
@@ -649,7 +649,7 @@ async def test_obliterate_refuses_while_jobs_are_active_unless_forced(
         await asyncio.sleep(0.2)
         assert worker.running and worker.active_jobs == 0
     assert await assert_every_job_whole(raw, queue) == 0
-    assert await queue.get_counts() == dict.fromkeys(SET_STATES.values(), 0)
+    assert await queue.get_counts() == dict.fromkeys([*SET_STATES.values(), "waiting_children"], 0)
 
 
 async def test_obliterate_while_another_task_keeps_adding_leaves_only_whole_jobs(

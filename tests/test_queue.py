@@ -103,7 +103,7 @@ async def test_bad_job_in_a_bulk_writes_nothing(queue: Queue, raw: redis.asyncio
     with pytest.raises(SerializationError, match="not JSON-serializable"):
         await queue.add_bulk([JobSpec("ok", 1), JobSpec("bad", {"when": datetime.now(UTC)})])
     assert await queue.get_counts() == dict.fromkeys(
-        ("waiting", "active", "delayed", "completed", "failed"), 0
+        ("waiting", "active", "delayed", "completed", "failed", "waiting_children"), 0
     )
     assert [k async for k in raw.scan_iter(match=f"*{queue.name}*")] == []
 

@@ -63,7 +63,8 @@ OPERATING_OUTPUT = [
     [
         "drained 5",
         "cleaned []",
-        "left {'waiting': 0, 'active': 0, 'delayed': 0, 'completed': 0, 'failed': 0}",
+        "left {'waiting': 0, 'active': 0, 'delayed': 0, 'completed': 0, 'failed': 0, "
+        "'waiting_children': 0}",
     ],
     ["1 True {'doc': 9, 'revision': 5}", "delayed 1"],
     ["added 1", "active 1", "completed 1", "worker True 4"],

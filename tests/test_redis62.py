@@ -117,7 +117,14 @@ async def test_full_lifecycle_on_redis_62(queue62: Queue, redis62: str) -> None:
     assert (again.id, again.name, again.data) == (duplicate.id, "normal-1", 1)
     assert later.state is JobState.DELAYED
     counts = await queue62.get_counts()
-    assert counts == {"waiting": 10, "active": 0, "delayed": 1, "completed": 0, "failed": 0}
+    assert counts == {
+        "waiting": 10,
+        "active": 0,
+        "delayed": 1,
+        "completed": 0,
+        "failed": 0,
+        "waiting_children": 0,
+    }
 
     async with Worker(queue62.name, process, redis=redis62, drain_delay=1, shutdown_timeout=5):
         await wait_counts(queue62, completed=10, failed=1, timeout=20)
@@ -151,6 +158,7 @@ async def test_full_lifecycle_on_redis_62(queue62: Queue, redis62: str) -> None:
         "delayed": 0,
         "completed": 10,
         "failed": 1,
+        "waiting_children": 0,
     }
 
 

@@ -31,6 +31,8 @@ from queue_core import (
     Backoff,
     Dedup,
     DelayedError,
+    FlowNode,
+    FlowProducer,
     Job,
     JobOptions,
     JobSpec,
@@ -1376,6 +1378,19 @@ async def run_workload(queue: Queue, url: str) -> None:
         # A job scheduler: each fetch of a run makes the next (fetch_jobs.lua).
         await queue.upsert_scheduler("tick", every=0.05, limit=2)
         await wait_counts(queue, completed=11)
+        # A flow: the child's outcome reaches its parent through the outbox; a parent
+        # cancelled while it waits cancels its child the same way.
+        async with FlowProducer(redis=url) as flows:
+            child = FlowNode("child", queue.name, {"n": 13})
+            tree = await flows.add(FlowNode("parent", queue.name, {"n": 12}, children=[child]))
+            assert await queue.wait_until_finished(tree.job.id, timeout=10) == {"ok": "parent"}
+            assert await tree.job.get_children_values() == {
+                str(tree.children[0].job.ref): {"ok": "child"}
+            }
+            later_child = FlowNode("child", queue.name, options=JobOptions(delay=60))
+            stuck = await flows.add(FlowNode("parent", queue.name, children=[later_child]))
+            assert await queue.cancel(stuck.job.id) == "cancelled"
+            await wait_counts(queue, completed=13, failed=4)
     assert attempts["flaky"] == 2 and attempts["deferred"] == 2
     assert await queue.wait_until_finished("order-7", timeout=5) == {"ok": "custom"}
 
@@ -1384,13 +1399,14 @@ async def run_workload(queue: Queue, url: str) -> None:
     (plain,) = [j for j in await queue.get_jobs("completed") if j.name == "plain"]
     assert plain.progress == {"done": 50}
     assert await plain.get_logs() == ["half way"]
-    assert len(await queue.get_jobs(["completed", "failed"])) == 13
+    assert len(await queue.get_jobs(["completed", "failed"])) == 17
     assert await queue.get_counts() == {
         "waiting": 0,
         "active": 0,
         "delayed": 0,
-        "completed": 11,
-        "failed": 2,
+        "completed": 13,
+        "failed": 4,
+        "waiting_children": 0,
     }
     assert (await queue.get_stats()).oldest_waiting_age is None
     # release_orphans runs only after a fetch's reply was lost: called as a worker would.

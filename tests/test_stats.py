@@ -12,7 +12,9 @@ from tests.conftest import wait_counts
 async def test_empty_queue_has_no_oldest_job(queue: Queue) -> None:
     stats = await queue.get_stats()
     assert stats.oldest_waiting_age is None
-    assert stats.counts == dict.fromkeys(("waiting", "active", "delayed", "completed", "failed"), 0)
+    assert stats.counts == dict.fromkeys(
+        ("waiting", "active", "delayed", "completed", "failed", "waiting_children"), 0
+    )
 
 
 async def test_oldest_waiting_age_grows_with_time(queue: Queue) -> None:

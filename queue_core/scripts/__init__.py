@@ -78,6 +78,11 @@ SCRIPT_NAMES: Final = (
     "remove_scheduler",
     "get_schedulers",
     "refill_ticks",
+    "add_flow",
+    "resolve_dependency",
+    "read_outbox",
+    "ack_outbox",
+    "get_dependencies",
 )
 
 _INCLUDE = re.compile(r"^--@include\s+(\w+)\s*$", re.MULTILINE)

@@ -5,7 +5,7 @@ is deduplicated into the job that holds it: nothing is created for it, but a ttl
 restarts its ttl (extend), and a holder that is still delayed and has never started takes
 the add's envelope and options and restarts its delay from now (replace: a debounce).
 
-KEYS: meta jobs state results errors progress wait active delayed completed failed marker corrupt events dedup dedupexp
+KEYS: meta jobs state results errors progress wait active delayed completed failed marker corrupt events dedup dedupexp children
 
 ARGV:
   1      n, the number of jobs
@@ -40,6 +40,7 @@ without a ttl is freed when its job finishes or is removed (finish.lua, release_
 --@include read_job
 --@include record
 --@include events
+--@include after_add
 
 local DEDUP_SWEEP = 100
 
@@ -205,10 +206,5 @@ for i = 1, n do
   end
 end
 
-if ready and not settings(K).paused then
-  wake_worker(K)
-end
-if tonumber(redis.call('HGET', K.meta, 'fmt') or '0') < RECORD_VERSION then
-  redis.call('HSET', K.meta, 'fmt', RECORD_VERSION)
-end
+after_add(K, ready, RECORD_VERSION)
 return reply

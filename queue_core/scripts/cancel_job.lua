@@ -1,13 +1,14 @@
 --[[
-cancel_job: cancel a job (queue.cancel). A waiting or delayed job leaves its set and ends
-as failed with a JobCancelledError, not retried (its failed-set retention applies, its
-dedup key is released). A running job is asked to stop: the reason is stored in its
+cancel_job: cancel a job (queue.cancel). A waiting, delayed or waiting_children job
+leaves its set and ends as failed with a JobCancelledError, not retried (its failed-set
+retention applies, its dedup key is released); a parent's unfinished children are
+cancelled in turn (through the outbox, includes/flow.lua). A running job is asked to stop: the reason is stored in its
 record (`cxr`) and its id is published on the queue's cancel channel, where the worker
 that holds it hears it; whichever script settles it next fails it as cancelled
 (includes/cancel.lua), and lock renewal reports the request again in case the message was
 lost. A finished job is refused. Runs when Redis is full: it is how work is stopped.
 
-KEYS: meta jobs state results errors progress logs wait active delayed completed failed corrupt dedup events cancel
+KEYS: meta jobs state results errors progress logs wait active delayed completed failed corrupt dedup events cancel children deps depout outbox outboxat
 
 `cancel` is the queue's pub/sub channel, never a stored key; it is passed as a key so
 that its name, like every name of the queue, comes from KEYS (and shares the hash tag).
@@ -52,6 +53,9 @@ if state == 'active' then
 else
   if state == 'waiting' then
     redis.call('ZREM', K.wait, id)
+  elseif state == 'waiting_children' then
+    redis.call('ZREM', K.children, id)
+    cancel_children(K, id, reason ~= '' and reason or 'its parent was cancelled', now)
   else
     redis.call('ZREM', K.delayed, id)
   end

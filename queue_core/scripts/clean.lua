@@ -6,7 +6,7 @@ unreadable is left). Finished sets are read oldest first; waiting and delayed ar
 from position `start`, the jobs kept by earlier chunks. Emits one `cleaned` event with
 the state and the chunk's count when it removed any.
 
-KEYS: meta jobs state results errors progress logs wait active delayed completed failed corrupt dedup events
+KEYS: meta jobs state results errors progress logs wait active delayed completed failed corrupt dedup events children deps depout outbox outboxat
 
 ARGV:
   1  state: completed, failed, waiting or delayed
@@ -25,7 +25,8 @@ the next chunk of waiting or delayed starts at `start + kept`.
 local sets = {completed = K.completed, failed = K.failed, waiting = K.wait, delayed = K.delayed}
 local state = ARGV[1]
 local set = sets[state]
-local cutoff = tonumber(ARGV[3]) or (now_ms() - tonumber(ARGV[2]))
+local now = now_ms()
+local cutoff = tonumber(ARGV[3]) or (now - tonumber(ARGV[2]))
 local count = tonumber(ARGV[4])
 local reply = {cutoff, 0, 0}
 local ids
@@ -43,7 +44,7 @@ for _, id in ipairs(ids) do
     old = rec ~= nil and rec.ts <= cutoff
   end
   if old then
-    remove_whole(K, id)
+    remove_whole(K, id, now)
     reply[#reply + 1] = id
   else
     reply[3] = reply[3] + 1

@@ -3,7 +3,7 @@ drain: one chunk of draining a queue: removes up to `count` waiting jobs wholly 
 remove_job does), then, if asked and the chunk has room left, delayed jobs. Active jobs
 are never touched. Emits one `drained` event with the chunk's count when it removed any.
 
-KEYS: meta jobs state results errors progress logs wait active delayed completed failed corrupt dedup events
+KEYS: meta jobs state results errors progress logs wait active delayed completed failed corrupt dedup events children deps depout outbox outboxat
 
 ARGV:
   1  the most jobs to remove in this call
@@ -13,12 +13,15 @@ Returns: the number of jobs removed (fewer than `count`: nothing is left to drai
 ]]
 --@include remove_whole
 --@include events
+--@include now_ms
+
+local now = now_ms()
 
 -- Remove the first `room` jobs of `set`; returns how many it removed.
 local function remove_first(K, set, room)
   local ids = redis.call('ZRANGE', set, 0, room - 1)
   for _, id in ipairs(ids) do
-    remove_whole(K, id)
+    remove_whole(K, id, now)
   end
   return #ids
 end

@@ -1,7 +1,7 @@
 --[[
 get_job: a consistent snapshot of one job (read only).
 
-KEYS: jobs state results errors progress wait active delayed completed failed corrupt
+KEYS: jobs state results errors progress wait active delayed completed failed corrupt children
 
 ARGV:
   1  job id

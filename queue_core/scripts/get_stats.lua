@@ -8,11 +8,12 @@ longest in each priority band (the first FIFO job and the last LIFO job of the b
 most 64 bands are looked at), plus a delayed job already due but not yet promoted (no
 worker has fetched since it fell due).
 
-KEYS: state wait active delayed completed failed
+KEYS: state wait active delayed completed failed children
 
 ARGV: none
 
-Returns: {waiting, active, delayed, completed, failed, now_ms, oldest_ready_ms or -1}
+Returns: {waiting, active, delayed, completed, failed, now_ms, oldest_ready_ms or -1,
+  waiting_children}
 ]]
 --@include now_ms
 --@include record
@@ -54,4 +55,4 @@ end
 
 return {redis.call('ZCARD', K.wait), redis.call('ZCARD', K.active),
   redis.call('ZCARD', K.delayed), redis.call('ZCARD', K.completed),
-  redis.call('ZCARD', K.failed), now, oldest}
+  redis.call('ZCARD', K.failed), now, oldest, redis.call('ZCARD', K.children)}

@@ -5,7 +5,7 @@ and a wait for the others reads the stream after that id, so that no transition 
 between the look and the wait. With no job ids, just the stream's position (QueueEvents
 starting from "now").
 
-KEYS: meta events wait active delayed completed failed results errors
+KEYS: meta events wait active delayed completed failed results errors children
 
 ARGV:
   1..n  job ids
@@ -14,13 +14,13 @@ Returns: {last_id, events_length, {state, result, error}, ...}: last_id is the i
 stream's last entry ("0-0" when it has none; entries are trimmed from the head only, so the
 last one is the newest ever added), events_length the queue's events setting (0: events
 are off). Per job, in ARGV order: its state (waiting, active, delayed, completed, failed,
-or unknown for a job that does not exist), its stored result and its stored error (JSON),
+waiting_children, or unknown for a job that does not exist), its stored result and its stored error (JSON),
 each false when absent.
 ]]
 --@include settings
 
 local sets = {{K.wait, 'waiting'}, {K.active, 'active'}, {K.delayed, 'delayed'},
-  {K.completed, 'completed'}, {K.failed, 'failed'}}
+  {K.completed, 'completed'}, {K.failed, 'failed'}, {K.children, 'waiting_children'}}
 
 local last = redis.call('XREVRANGE', K.events, '+', '-', 'COUNT', 1)
 local out = {last[1] and last[1][1] or '0-0', settings(K).evl}

@@ -3,7 +3,7 @@ promote_job: an operator makes a delayed job ready now: it leaves `delayed` for 
 (ahead of its priority if it was sent back by a rate limit or is lifo, as when its time
 comes). Refused for a job in any other state, and for one whose record is unreadable.
 
-KEYS: meta jobs state results errors progress wait active delayed completed failed marker corrupt events
+KEYS: meta jobs state results errors progress wait active delayed completed failed marker corrupt events children
 
 ARGV:
   1  job id

@@ -5,7 +5,7 @@ job whose lock is still held is running, and is refused (cancel it instead). An 
 job whose lock expired (its worker is gone) may be removed; if its worker comes back,
 its settle finds the job gone.
 
-KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker corrupt dedup events
+KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker corrupt dedup events children deps depout outbox outboxat
 
 ARGV:
   1  job id
@@ -26,11 +26,12 @@ if not job then
   return job_action_reply(K, 0, 'unknown', id)
 end
 local state, score = job[3], job[4]
-if state == 'active' and tonumber(score) > now_ms() then
+local now = now_ms()
+if state == 'active' and tonumber(score) > now then
   return job_action_reply(K, 2, state, id, 'it is running; cancel it instead')
 end
 local reply = job_action_reply(K, 1, state, id) -- read before the envelope goes
-remove_whole(K, id)
+remove_whole(K, id, now)
 emit(K, 'removed', 'id', id, 'state', state)
 if state == 'active' and settings(K).gcc > 0 and not settings(K).paused
     and redis.call('ZCARD', K.wait) > 0 then

@@ -5,7 +5,7 @@ removed (its data, options and logs stay); it enters wait at its priority. Refus
 job that is active, waiting or delayed, and for one whose record is unreadable or was
 quarantined. A job that held a dedup key (without a ttl) takes it again if it is free.
 
-KEYS: meta jobs state results errors progress wait active delayed completed failed marker corrupt events dedup
+KEYS: meta jobs state results errors progress wait active delayed completed failed marker corrupt events dedup children
 
 ARGV:
   1  job id

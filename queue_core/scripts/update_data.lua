@@ -3,7 +3,7 @@ update_data: an operator replaces a job's data, in any state: the envelope keeps
 header line (name, options, headers) and takes the new serialized data. A running
 attempt keeps the data it started with; later attempts read the new data.
 
-KEYS: jobs state results errors progress wait active delayed completed failed corrupt
+KEYS: jobs state results errors progress wait active delayed completed failed corrupt children
 
 ARGV:
   1  job id

@@ -121,7 +121,8 @@ async def test_async_add_to_a_frozen_redis_times_out_and_its_retry_is_idempotent
         assert_single(jobs, "during", data)
         assert_single(jobs, "before", {"what": "before"})
         assert await queue.get_counts() == {
-            "waiting": 2, "active": 0, "delayed": 0, "completed": 0, "failed": 0
+            "waiting": 2, "active": 0, "delayed": 0, "completed": 0, "failed": 0,
+            "waiting_children": 0,
         }  # fmt: skip
     print(
         f"\nFIGURES frozen async add: RedisTimeoutError after {elapsed:.2f}s (deadline "
@@ -352,7 +353,14 @@ async def test_worker_rides_out_a_frozen_redis_under_load(
 
     # ------------------------------------------------------------------ the checks
     problems: list[str] = []
-    expected = {"waiting": 0, "active": 0, "delayed": 0, "completed": N_JOBS, "failed": 0}
+    expected = {
+        "waiting": 0,
+        "active": 0,
+        "delayed": 0,
+        "completed": N_JOBS,
+        "failed": 0,
+        "waiting_children": 0,
+    }
     if not drained or counts != expected:
         problems.append(
             f"not every job completed within {DRAIN_TIMEOUT}s of the thaw: {counts}, "

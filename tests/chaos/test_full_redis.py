@@ -193,7 +193,7 @@ async def test_adds_to_a_full_redis_raise_redis_full_error_and_lose_nothing(
         assert await queue.get_job(refused) is None
         counts = await queue.get_counts()
         assert counts == {"waiting": len(added), "active": 0, "delayed": 0, "completed": 0,
-                          "failed": 0}  # fmt: skip
+                          "failed": 0, "waiting_children": 0}  # fmt: skip
         stored = {job.id: job.data for job in await queue.get_jobs(JobState.WAITING)}
         assert stored == {job_id: data(int(job_id.split("-")[1])) for job_id in added}
         one = await queue.get_job(added[-1])
@@ -364,7 +364,14 @@ async def test_settles_refused_while_redis_is_full_go_through_once_memory_frees(
             f"{len(every - record.completed.keys())} of {len(every)} jobs never completed "
             f"after memory was freed; counts {counts}"
         )
-    expected = {"waiting": 0, "active": 0, "delayed": 0, "completed": len(every), "failed": 0}
+    expected = {
+        "waiting": 0,
+        "active": 0,
+        "delayed": 0,
+        "completed": len(every),
+        "failed": 0,
+        "waiting_children": 0,
+    }
     if counts != expected:
         problems.append(f"final counts {counts}, expected {expected}")
     if record.twice():

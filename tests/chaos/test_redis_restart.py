@@ -21,7 +21,7 @@ from tests.chaos.worker_process import COMPLETED, RUNS
 from tests.redis_server import RedisServer
 
 TIMINGS = {"stalled_interval": 0.3, "drain_delay": 1.0}
-NOTHING_LEFT = {"waiting": 0, "active": 0, "delayed": 0, "failed": 0}
+NOTHING_LEFT = {"waiting": 0, "active": 0, "delayed": 0, "failed": 0, "waiting_children": 0}
 
 
 def assert_reconnected(worker: WorkerProcess) -> None:

@@ -72,6 +72,7 @@ def test_sigterm_finishes_the_running_job_and_starts_no_other(
             "delayed": 0,
             "completed": 1,
             "failed": 0,
+            "waiting_children": 0,
         }
         waiting = queue.get_jobs(JobState.WAITING)
         assert [j.id for j in waiting] == rest
@@ -160,6 +161,7 @@ def test_shutdown_timeout_leaves_the_job_to_stalled_recovery(
             "delayed": 0,
             "completed": 1,
             "failed": 0,
+            "waiting_children": 0,
         }
         requeued = [e["requeued"] for e in worker_b.events("stalled_jobs_recovered")]
         assert requeued == [[job_id]]

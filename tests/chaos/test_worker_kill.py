@@ -122,6 +122,7 @@ def test_sigkill_mid_batch_loses_nothing_and_repeats_only_the_active_jobs(
             "delayed": 0,
             "completed": N_JOBS,
             "failed": 0,
+            "waiting_children": 0,
         }
         jobs = {job.id: job for job in queue.get_jobs(JobState.COMPLETED)}
         assert set(jobs) == set(ids)

@@ -61,7 +61,14 @@ SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
 # before the rest and rate() sees an increase), then the others.
 FIRST = ["enqueue ok 1"]
 REST = ["enqueue ok 4", "enqueue flaky 2 3", "enqueue doomed 1 2", "enqueue throttled 1"]
-FINAL_COUNTS = {"waiting": 0, "active": 0, "delayed": 0, "completed": 8, "failed": 1}
+FINAL_COUNTS = {
+    "waiting": 0,
+    "active": 0,
+    "delayed": 0,
+    "completed": 8,
+    "failed": 1,
+    "waiting_children": 0,
+}
 
 
 def generate_openmetrics(registry: CollectorRegistry) -> bytes:

@@ -169,7 +169,14 @@ async def test_queue_depth_and_oldest_age_from_one_observer(
     await queue.add("b", delay=60)
     await asyncio.sleep(0.3)
     depth = {p.attributes[sc.JOB_STATE]: p.value for p in telemetry.points(sc.QUEUE_DEPTH)}
-    assert depth == {"waiting": 1, "active": 0, "delayed": 1, "completed": 0, "failed": 0}
+    assert depth == {
+        "waiting": 1,
+        "active": 0,
+        "delayed": 1,
+        "completed": 0,
+        "failed": 0,
+        "waiting_children": 0,
+    }
     (age,) = telemetry.points(sc.OLDEST_JOB_AGE)
     assert age.attributes[sc.DESTINATION] == queue.name
     assert 0.3 <= age.value < 5

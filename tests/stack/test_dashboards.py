@@ -284,6 +284,7 @@ def run_workload(
                 "delayed": delayed[base],
                 "completed": expected[base][0],
                 "failed": expected[base][1],
+                "waiting_children": 0,
             }
             for base in QUEUES
         }

@@ -1,5 +1,7 @@
+--@include flow
 -- Remove every trace of a job that sits in the finished set `set_key`.
 local function remove_job(K, id, set_key)
+  drop_deps(K, id)
   redis.call('ZREM', set_key, id)
   redis.call('HDEL', K.jobs, id)
   redis.call('HDEL', K.state, id)
@@ -51,6 +53,7 @@ local function finish(K, id, rec, set_key, count, age_ms, now)
   release_dedup(K, id, rec, false)
   rec.atm = (rec.atm or 0) + 1
   rec.fon = now
+  notify_parent(K, id, rec, set_key == K.failed and 'failed' or 'completed', now)
   if count == 0 then
     remove_job(K, id, set_key)
     return

@@ -6,7 +6,7 @@
 -- `corrupt` is the unreadable record a quarantined job had.
 local function job_state(K, id)
   local sets = {{K.wait, 'waiting'}, {K.active, 'active'}, {K.delayed, 'delayed'},
-    {K.completed, 'completed'}, {K.failed, 'failed'}}
+    {K.completed, 'completed'}, {K.failed, 'failed'}, {K.children, 'waiting_children'}}
   for _, pair in ipairs(sets) do
     local score = redis.call('ZSCORE', pair[1], id)
     if score then

@@ -7,10 +7,12 @@
 local RECORD_VERSION = 1
 local MAX_RECORD_BYTES = 65536 -- records are small scalars; a larger one is not ours
 local RECORD_NUMBERS = {'v', 'ts', 'ats', 'atm', 'stc', 'pon', 'fon', 'rdy', 'p', 'lifo',
-  'front', 'rcn', 'rca', 'rfn', 'rfa', 'q', 'ddt', 'rtr', 'due'}
+  'front', 'rcn', 'rca', 'rfn', 'rfa', 'q', 'ddt', 'rtr', 'due', 'dpn'}
 -- tok: lock token; ddk: the dedup key the job holds; cxr: the reason of a cancel request;
--- sch: the scheduler whose run this job is (its `due`: the tick it runs for, ms)
-local RECORD_STRINGS = {'tok', 'ddk', 'cxr', 'sch'}
+-- sch: the scheduler whose run this job is (its `due`: the tick it runs for, ms);
+-- par: the ref of a flow child's parent (JSON [queue, id]), fpo: what the child's failure
+-- does to it (fail, ignore, remove; absent: it waits); dpn: a parent's pending children
+local RECORD_STRINGS = {'tok', 'ddk', 'cxr', 'sch', 'par', 'fpo'}
 
 -- Returns rec; or nil and the reason it is corrupt; or nil, nil and its newer version.
 local function decode_record(raw)
