@@ -19,7 +19,8 @@ The tree::
     ├── EventsDisabledError          waiting for a job on a queue that records no events
     ├── PartialFlowError             a flow add on Redis Cluster failed half way, undo too
     └── JobFailedError               wait_until_finished: the job failed for good
-        └── JobCancelledError        ... because it was cancelled (queue.cancel)
+        ├── JobCancelledError        ... because it was cancelled (queue.cancel)
+        └── DependencyFailedError    ... because a flow child failed with "fail_parent"
 
 Two families live here. ``QueueError`` and its subclasses are raised *to* callers: bad
 input, an unreachable Redis, a missing job. The processor-facing exceptions
@@ -35,6 +36,7 @@ __all__ = [
     "ClusterClientRequiredError",
     "CorruptJobError",
     "DelayedError",
+    "DependencyFailedError",
     "EventsDisabledError",
     "InvalidOptionError",
     "InvalidScheduleError",
@@ -222,6 +224,15 @@ class JobCancelledError(JobFailedError):
     def __init__(self, job_id: str, reason: str = "", error_type: str = "JobCancelledError"):
         super().__init__(job_id, reason or "cancelled", error_type)
         self.args = (self.reason,)
+
+
+class DependencyFailedError(JobFailedError):
+    """A flow parent failed because a child with ``on_failure="fail_parent"`` failed: the
+    recorded failure of such a parent (it never ran), and what ``wait_until_finished``
+    raises for it. ``reason`` names the child (``queue:id``) and gives its reason."""
+
+    def __init__(self, job_id: str, reason: str, error_type: str = "DependencyFailedError"):
+        super().__init__(job_id, reason, error_type)
 
 
 class LockLostError(QueueError):

@@ -106,10 +106,14 @@ class QueueEvent:
     ``event`` its name (added, waiting, active, progress, completed, failed,
     retry_scheduled, delayed, stalled, removed, cancelled, paused, resumed, drained,
     cleaned, scheduled (a scheduler's run made: ``scheduler``, ``due``), scheduler_upserted
-    and scheduler_removed (``scheduler``)...), ``job_id`` the job it is about (None for
-    queue-wide events), ``fields`` the other fields, such as ``reason`` and ``type`` of a
-    failure, ``attempts``, ``due`` (epoch ms), ``data`` (progress, JSON) or ``value`` (a
-    completed job's serialized return value; ``large=1`` instead when it was above 16 KiB).
+    and scheduler_removed (``scheduler``), dependency (a flow child's outcome reached its
+    parent ``id``: ``child``, ``outcome``); an ``added`` flow job has ``state``
+    waiting_children when it is a parent and ``parent`` when it is a child, and a parent
+    whose children are done emits ``waiting`` with ``from`` waiting_children...),
+    ``job_id`` the job it is about (None for queue-wide events), ``fields`` the other
+    fields, such as ``reason`` and ``type`` of a failure, ``attempts``, ``due`` (epoch
+    ms), ``data`` (progress, JSON) or ``value`` (a completed job's serialized return
+    value; ``large=1`` instead when it was above 16 KiB).
     ``timestamp`` is when the entry was added (from its id).
 
     Fields are decoded as UTF-8 with ``surrogateescape``, so that ``raw(name)`` gives back

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
+import structlog
+
 from queue_core import admin, job_actions, outbox, registry, schedulers
 from queue_core.admin import Operation, QueueConfig
 from queue_core.cancellation import CancelResult, cancel_job
@@ -53,6 +55,8 @@ from queue_core.serializer import JsonSerializer, Serializer
 from queue_core.waiting import JOB_STATUS, ResultWaiter, check_wait
 
 T = TypeVar("T")
+
+_log = structlog.get_logger("queue_core.flows")
 
 __all__ = ["DEFAULT_MAX_LOG_LINES", "DEFAULT_MAX_PAYLOAD_BYTES", "Queue", "QueueSettings"]
 
@@ -346,7 +350,7 @@ class Queue(QueueSettings):
         sync one sees ``job.cancelled``) and fails the job the same way: "cancelling".
         ``JobNotFoundError`` for an unknown job, ``JobStateError`` for a finished one."""
         result = await self._operate(cancel_job(job_id, reason, self.keys))
-        await self.deliver_outbox()  # a cancelled flow parent cancels its children
+        await self._deliver_after("cancel")  # a cancelled flow parent cancels its children
         return result
 
     # ----- job schedulers (schedulers.py has the model and builds each call)
@@ -431,7 +435,7 @@ class Queue(QueueSettings):
         dedup key, in any state but running: an active job whose lock is held raises
         ``JobStateError`` (cancel it instead); one whose worker died may be removed."""
         await self._operate(job_actions.remove(job_id, self.name))
-        await self.deliver_outbox()  # a flow child tells its parent; a parent its children
+        await self._deliver_after("remove")  # a flow child tells its parent; a parent its children
 
     async def update_job_data(self, job_id: str, data: Any) -> None:
         """Replace a job's data, in any state, serialized and capped as an add's
@@ -468,7 +472,7 @@ class Queue(QueueSettings):
         event with its ``count`` (not one ``removed`` event per job). Jobs added while it
         runs may be drained too."""
         result = await self._operate_steps(job_actions.drain(include_delayed))
-        await self.deliver_outbox()
+        await self._deliver_after("bulk")
         return result
 
     async def clean(self, state: str, grace: Duration, limit: int | None = None) -> list[str]:
@@ -481,7 +485,7 @@ class Queue(QueueSettings):
         ``removed`` event per job). Waiting and delayed jobs are scanned by position, so a
         job that moves while it runs may be missed: call it again."""
         result = await self._operate_steps(job_actions.clean(state, grace, limit))
-        await self.deliver_outbox()
+        await self._deliver_after("bulk")
         return result
 
     async def obliterate(self, force: bool = False) -> int:
@@ -497,7 +501,7 @@ class Queue(QueueSettings):
         in the fresh queue. Should it stop half way (an error), the queue stays paused:
         call it again, or ``resume()``."""
         result = await self._operate_steps(job_actions.obliterate(self.name, force))
-        await self.deliver_outbox()
+        await self._deliver_after("bulk")
         return result
 
     # ----- flows (flows.py, outbox.py; FlowProducer adds them)
@@ -512,9 +516,20 @@ class Queue(QueueSettings):
                 await self._connect()
             return await outbox.run_async(self.client, self.keys.prefix, outbox.deliver(self.name))
 
-    async def get_dependencies(self, job: Job) -> list[Dependency]:
-        """A flow parent's children and their outcomes (see ``Job.get_dependencies``)."""
-        reply = await self._call("get_dependencies", _GET_DEPENDENCIES, [job.id])
+    async def _deliver_after(self, action: str) -> None:
+        """Deliver what an action that succeeded wrote into the outbox. A failure here
+        does not undo the action nor fail it: a worker's sweep delivers the rest."""
+        try:
+            await self.deliver_outbox()
+        except Exception as exc:
+            _log.warning("outbox_delivery_failed", queue=self.name, after=action, error=repr(exc),
+                         hint="workers of this queue deliver it within seconds")  # fmt: skip
+
+    async def get_dependencies(self, job: Job | str) -> list[Dependency]:
+        """A flow parent's children and their outcomes (see ``Job.get_dependencies``); an
+        empty list for a job that is not a parent."""
+        job_id = job if isinstance(job, str) else job.id
+        reply = await self._call("get_dependencies", _GET_DEPENDENCIES, [job_id])
         return parse_dependencies(reply, self.serializer)
 
     async def get_flow(self, job_id: str) -> FlowJob | None:

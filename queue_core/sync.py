@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
+import structlog
+
 from queue_core import admin, job_actions, outbox, registry, schedulers
 from queue_core.admin import Operation, QueueConfig
 from queue_core.cancellation import CancelResult, cancel_job
@@ -33,12 +35,14 @@ from queue_core.connection import (
     server_address,
 )
 from queue_core.decoding import snapshot_to_job
+from queue_core.flows import Dependency, FlowJob, parse_dependencies
 from queue_core.hooks import Around, Hook, InternalEvent
 from queue_core.job import Job, JobState
 from queue_core.options import Duration, JobOptions, JobOptionsKwargs, RateLimit
 from queue_core.queue import (
     _ADD,
     _GET_COUNTS,
+    _GET_DEPENDENCIES,
     _GET_JOB,
     _GET_JOBS,
     _GET_STATS,
@@ -55,6 +59,8 @@ from queue_core.waiting import JOB_STATUS, check_wait, wait_blocking
 __all__ = ["SyncQueue"]
 
 T = TypeVar("T")
+
+_log = structlog.get_logger("queue_core.flows")
 
 
 class SyncQueue(QueueSettings):
@@ -289,7 +295,7 @@ class SyncQueue(QueueSettings):
 
     def remove_job(self, job_id: str) -> None:
         self._operate(job_actions.remove(job_id, self.name))
-        self.deliver_outbox()
+        self._deliver_after()
 
     def update_job_data(self, job_id: str, data: Any) -> None:
         self._operate(
@@ -309,23 +315,57 @@ class SyncQueue(QueueSettings):
 
     def drain(self, include_delayed: bool = False) -> int:
         result = self._operate_steps(job_actions.drain(include_delayed))
-        self.deliver_outbox()
+        self._deliver_after()
         return result
 
     def clean(self, state: str, grace: Duration, limit: int | None = None) -> list[str]:
         result = self._operate_steps(job_actions.clean(state, grace, limit))
-        self.deliver_outbox()
+        self._deliver_after()
         return result
 
     def obliterate(self, force: bool = False) -> int:
         result = self._operate_steps(job_actions.obliterate(self.name, force))
-        self.deliver_outbox()
+        self._deliver_after()
         return result
 
     def cancel(self, job_id: str, reason: str = "") -> CancelResult:
         result = self._operate(cancel_job(job_id, reason, self.keys))
-        self.deliver_outbox()
+        self._deliver_after()
         return result
+
+    def get_dependencies(self, job_id: str) -> list[Dependency]:
+        """See ``Queue.get_dependencies``."""
+        reply = self._call("get_dependencies", _GET_DEPENDENCIES, [job_id])
+        return parse_dependencies(reply, self.serializer)
+
+    def get_flow(self, job_id: str) -> FlowJob | None:
+        """See ``Queue.get_flow`` (children in other queues are read on this connection)."""
+        job = self.get_job(job_id)
+        if job is None:
+            return None
+        node = FlowJob(job)
+        for dependency in self.get_dependencies(job_id):
+            ref = dependency.ref
+            queue = self if ref.queue == self.name else self._sibling(ref.queue)
+            child = queue.get_flow(ref.id)
+            if child is not None:
+                node.children.append(child)
+        return node
+
+    def _sibling(self, name: str) -> SyncQueue:
+        return SyncQueue(
+            name,
+            redis=self.client,
+            prefix=self.keys.prefix,
+            serializer=self.serializer,
+            redis_timeout=self.redis_timeout,
+        )
+
+    def _deliver_after(self) -> None:
+        try:
+            self.deliver_outbox()
+        except Exception as exc:
+            _log.warning("outbox_delivery_failed", queue=self.name, error=repr(exc))
 
     def deliver_outbox(self) -> int:
         """See ``Queue.deliver_outbox``."""

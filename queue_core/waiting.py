@@ -28,6 +28,7 @@ import structlog
 
 from queue_core.connection import AsyncClient, SyncClient, redis_errors, socket_timeout
 from queue_core.errors import (
+    DependencyFailedError,
     EventsDisabledError,
     InvalidOptionError,
     JobCancelledError,
@@ -94,6 +95,8 @@ class Outcome:
         if self.kind == "cancelled":
             raise JobCancelledError(job_id, self.reason)
         if self.kind == "failed":
+            if self.error_type == "DependencyFailedError":
+                raise DependencyFailedError(job_id, self.reason)
             raise JobFailedError(job_id, self.reason, self.error_type)
         if self.kind == "missing":
             raise JobNotFoundError(f"job {job_id!r} does not exist in queue {queue!r}")

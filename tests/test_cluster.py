@@ -17,11 +17,14 @@ import pytest
 import redis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import ResponseError as RedisResponseError
 
 from queue_core import (
     Backoff,
     ClusterClientRequiredError,
     Dedup,
+    FlowNode,
+    FlowProducer,
     Job,
     JobCancelledError,
     JobFailedError,
@@ -375,3 +378,62 @@ async def test_operator_actions_on_queues_on_every_node(
         for node in cluster.nodes:
             with node.client() as node_client:
                 assert node_client.keys(f"qc:{{{name}}}:*") == []
+
+
+async def test_a_flow_across_every_node_completes_each_parent_once(
+    client: AsyncRedisCluster, admin: redis.Redis, cluster: RedisCluster
+) -> None:
+    """A three-level tree whose queues live on three masters: added parents first, one
+    call per queue and depth; each child's outcome reaches its parent's slot through the
+    outbox."""
+    top, middle, leaves = queue_names_on_every_node(admin, len(cluster.nodes)).values()
+    runs: dict[str, int] = {}
+
+    async def process(job: Job) -> Any:
+        runs[job.id] = runs.get(job.id, 0) + 1
+        if job.dependencies is None:
+            return job.data["n"]
+        return sum((await job.get_children_values()).values())
+
+    async with FlowProducer(redis=client) as flows:
+        flow = await flows.add(
+            FlowNode("sum", top, children=[
+                FlowNode("sum", middle, children=[FlowNode("n", leaves, {"n": n}) for n in (1, 2)]),
+                FlowNode("n", leaves, {"n": 4}),
+            ])
+        )  # fmt: skip
+        workers = [
+            Worker(name, process, redis=client, drain_delay=0.5) for name in (top, middle, leaves)
+        ]
+        async with workers[0], workers[1], workers[2]:
+            assert await flows.queue(top).wait_until_finished(flow.job.id, timeout=15) == 7
+        tree = await flows.get_flow(top, flow.job.id)
+    assert tree is not None
+    assert [(n.job.queue_name, n.job.state) for n in tree.walk()] == [
+        (top, JobState.COMPLETED), (middle, JobState.COMPLETED), (leaves, JobState.COMPLETED),
+        (leaves, JobState.COMPLETED), (leaves, JobState.COMPLETED),
+    ]  # fmt: skip
+    assert sorted(runs.values()) == [1] * 5
+
+
+async def test_a_flow_add_that_fails_half_way_on_a_cluster_leaves_nothing(
+    client: AsyncRedisCluster, admin: redis.Redis, cluster: RedisCluster
+) -> None:
+    """The leaves' queue refuses its call (a key of the wrong type, as a corrupt or
+    foreign key would): the parent added before it is removed, and the error raised."""
+    parents, children = list(queue_names_on_every_node(admin, len(cluster.nodes)).values())[:2]
+    blocker = QueueKeys(children)["jobs"]
+    await client.set(blocker, "not a hash")
+    try:
+        async with FlowProducer(redis=client) as flows:
+            with pytest.raises(RedisResponseError, match="WRONGTYPE"):
+                await flows.add(FlowNode("p", parents, children=[FlowNode("c", children)]))
+            counts = await flows.queue(parents).get_counts()
+            assert counts == dict.fromkeys(counts, 0)
+            await client.delete(blocker)
+            # The same tree added again (a retry) goes through whole.
+            flow = await flows.add(FlowNode("p", parents, children=[FlowNode("c", children)]))
+            assert flow.job.state is JobState.WAITING_CHILDREN
+            assert (await flows.queue(children).get_counts())["waiting"] == 1
+    finally:
+        await client.delete(blocker)

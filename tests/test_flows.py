@@ -18,6 +18,7 @@ import redis.asyncio
 
 from queue_core import (
     Dedup,
+    DependencyFailedError,
     EnqueueEvent,
     FlowJob,
     FlowNode,
@@ -25,7 +26,6 @@ from queue_core import (
     Hook,
     InvalidOptionError,
     Job,
-    JobFailedError,
     JobOptions,
     JobState,
     PayloadTooLargeError,
@@ -211,7 +211,7 @@ async def test_fail_parent_on_failure_fails_the_parent_and_its_own_parent(
     runs.fail["bad"] = 1
     await _start(make_worker, names, runs)
     parents = producer.queue(albums)
-    with pytest.raises(JobFailedError) as failed:
+    with pytest.raises(DependencyFailedError) as failed:
         await parents.wait_until_finished(flow.job.id, timeout=10)
     assert failed.value.error_type == "DependencyFailedError"
     mid = _by_key(flow)["mid"].job
@@ -448,3 +448,22 @@ async def test_a_parent_ready_in_a_paused_queue_waits_for_resume(
 async def _state(queue: Queue, job_id: str, state: JobState) -> bool:
     job = await queue.get_job(job_id)
     return job is not None and job.state is state
+
+
+async def test_a_sync_queue_reads_a_flow_and_its_dependencies(
+    producer: FlowProducer, names: tuple[str, str], redis_url: str
+) -> None:
+    albums, images = names
+    flow = await producer.add(_node(albums, "root", _node(albums, "mid", _node(images, "a"))))
+    with SyncQueue(albums, redis=redis_url) as parents:
+        tree = parents.get_flow(flow.job.id)
+        assert tree is not None
+        assert [(n.job.queue_name, n.job.data["key"], n.job.state) for n in tree.walk()] == [
+            (albums, "root", JobState.WAITING_CHILDREN),
+            (albums, "mid", JobState.WAITING_CHILDREN),
+            (images, "a", JobState.WAITING),
+        ]
+        (mid,) = parents.get_dependencies(flow.job.id)
+        assert (mid.ref, mid.status) == (flow.children[0].job.ref, "pending")
+        assert parents.get_dependencies(flow.children[0].children[0].job.id) == []
+        assert parents.get_flow("no-such-job") is None

@@ -15,6 +15,7 @@ PUBLIC = {
     "Dedup",
     "DelayedError",
     "Dependency",
+    "DependencyFailedError",
     "DependencyStatus",
     "EnqueueEvent",
     "EnqueuedJob",

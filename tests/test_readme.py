@@ -90,6 +90,22 @@ def test_the_operating_examples_run_as_written() -> None:
         server.cleanup()
 
 
+def test_the_flows_example_runs_as_written() -> None:
+    (code,) = section_blocks("Flows")
+    server = RedisServer().start()
+    try:
+        lines = run(code, server.url).splitlines()
+    finally:
+        server.cleanup()
+    assert [line for line in lines if not LOG_LINE.match(line)] == [
+        "waiting_children waiting waiting",
+        "album of 2: tiles at 800px, tram at 800px",
+        "albums album completed",
+        "images resize completed",
+        "images resize completed",
+    ]
+
+
 def test_the_recurring_jobs_example_runs_as_written() -> None:
     (code,) = section_blocks("Recurring jobs")
     server = RedisServer().start()
