@@ -9,9 +9,12 @@ A trace in ``parent`` mode (the default)::
           └─ process emails CONSUMER (attempt 2: completed)
 
 ``add_bulk`` makes one ``create`` PRODUCER span per job and one ``send`` CLIENT span that
-links to them. Every ``process`` span also links to the producer's context, as the
-conventions ask. In ``link`` mode, or for a job delayed longer than ``new_trace_after``,
-the ``job`` span starts a new trace, linked to the producer.
+links to them; without an ambient span, the ``send`` span is the root of the batch's
+trace, the ``create`` spans its children. A flow's adds, one per queue, nest, so a flow is
+one trace, whose parents' spans link to their children's ``job`` spans. Every ``process``
+span also links to the producer's context, as the conventions ask. In ``link`` mode, or
+for a job delayed longer than ``new_trace_after``, the ``job`` span starts a new trace,
+linked to the producer.
 
 The ``job`` span is recorded at the job's final outcome, by whichever worker saw it, with
 its start time set to the enqueue time. Its span id is chosen at enqueue and carried in
@@ -174,23 +177,38 @@ class TracingHook(Hook):
         base = self._base(event.queue, event.server_address, event.server_port)
         creates: list[trace.Span] = []
         if event.bulk:
+            send_attributes = {**base, sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send",
+                               sc.BATCH_COUNT: len(event.jobs)}  # fmt: skip
+            # Without an ambient span the send span roots the batch and the create spans
+            # are its children: a batch, and a flow (whose adds nest), is one trace,
+            # sampled as one, not a trace per job.
+            root: trace.Span | None = None
+            if not trace.get_current_span().get_span_context().is_valid:
+                root = tracer.start_span(
+                    f"send {event.queue}", kind=SpanKind.CLIENT, attributes=send_attributes
+                )
             for job in event.jobs:
                 create = tracer.start_span(
                     f"create {event.queue}",
+                    context=trace.set_span_in_context(root) if root is not None else None,
                     kind=SpanKind.PRODUCER,
                     attributes={**base, sc.OPERATION_NAME: "create", sc.OPERATION_TYPE: "create",
                                 sc.JOB_NAME: job.name},
                 )  # fmt: skip
                 self._stamp(job, create)
                 creates.append(create)
-            created = [c.get_span_context() for c in creates]
-            send = tracer.start_span(
-                f"send {event.queue}",
-                kind=SpanKind.CLIENT,  # the create spans are the creation contexts
-                attributes={**base, sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send",
-                            sc.BATCH_COUNT: len(event.jobs)},
-                links=[Link(c) for c in created if c.is_valid],
-            )  # fmt: skip
+            created = [c.get_span_context() for c in creates if c.get_span_context().is_valid]
+            if root is None:
+                send = tracer.start_span(
+                    f"send {event.queue}",
+                    kind=SpanKind.CLIENT,  # the create spans are the creation contexts
+                    attributes=send_attributes,
+                    links=[Link(c) for c in created],
+                )
+            else:
+                send = root
+                for linked in created:
+                    send.add_link(linked)
         else:
             job = event.jobs[0]
             send = tracer.start_span(
@@ -308,7 +326,10 @@ class TracingHook(Hook):
         links = [Link(creation_context)] if creation_context.is_valid else []
         links += _dependency_links(job)
         started = job.started_at or datetime.now(UTC)
-        if (started - job.enqueued_at).total_seconds() > self._settings.new_trace_after:
+        # A flow parent is ready once its children are done: the flow's trace goes on
+        # however long they took; other jobs count from their enqueue.
+        since = job.ready_at if job.dependencies is not None and job.ready_at else job.enqueued_at
+        if (started - since).total_seconds() > self._settings.new_trace_after:
             parent = Context()  # long after the enqueue: a new trace, linked back
             if job_context is not None:
                 links.append(Link(job_context))

@@ -76,7 +76,9 @@ local pending_now = status == 'failed'
 if not redis.call('ZSCORE', K.children, pid) then
   return {1, rec.dpn or 0} -- it went on already (or failed): the outcome is kept to read
 end
-emit(K, 'dependency', 'id', pid, 'child', ref, 'outcome', status)
+if not previous or status_of(previous) ~= status then -- a delivery again says nothing new
+  emit(K, 'dependency', 'id', pid, 'child', ref, 'outcome', status)
+end
 if kind == 'failed' and policy == 'fail' then
   redis.call('ZREM', K.children, pid)
   local target = cjson.decode(ref)
