@@ -83,6 +83,7 @@ class CancelListener:
         self.channel = ctx.keys["cancel"]
         self.errors = ctx.supervisor("cancel_listener")
         self._backoff = Backoff()
+        self.subscribed = asyncio.Event()  # the first subscription is confirmed
 
     async def run(self) -> None:
         """Listen until cancelled at shutdown."""
@@ -145,6 +146,8 @@ class CancelListener:
                 continue
             pinged = False
             kind = message["type"]
+            if kind == "subscribe":
+                self.subscribed.set()
             if kind == "message":
                 data = message["data"]
                 self.on_cancel(data.decode() if isinstance(data, bytes) else str(data))

@@ -91,6 +91,8 @@ class _CredentialsRefusedError(Exception):
     """Redis refused the worker's credentials at start: no retry can help."""
 
 
+_SUBSCRIBE_WAIT_S = 2.0  # the longest a starting worker waits for its cancel subscription
+
 _log = structlog.get_logger("queue_core.worker")
 
 
@@ -426,6 +428,11 @@ class Worker:
         ctx.spawn(self._canceller.run())
         ctx.spawn(self._heartbeat.run())
         ctx.spawn(ctx.sweep_outbox())
+        # A cancel published before the subscription would reach a job only with its next
+        # lock renewal (half the lock duration): take no job until it is listening, but
+        # do not wait long on a Redis that refuses pub/sub (renewal still reports them).
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._canceller.subscribed.wait(), _SUBSCRIBE_WAIT_S)
         _log.info(
             "worker_started",
             queue=self.name,
