@@ -419,20 +419,21 @@ class Worker:
                 "to workers of that version (see Rolling upgrades in the README)",
             )
         ctx.server_address, ctx.server_port = server_address(self.client, self.keys["wait"])
+        # A cancel published before the subscription would reach a job only with its next
+        # lock renewal (half the lock duration): the worker is not started until it
+        # listens, but does not wait long on a Redis that refuses pub/sub (renewal still
+        # reports cancels then).
+        ctx.spawn(self._canceller.run())
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._canceller.subscribed.wait(), _SUBSCRIBE_WAIT_S)
         if ctx.stopping.is_set():
             return  # closed while connecting
         ctx.state = "running"
         self._ready.set()
         ctx.spawn(self._renewer.run())
         ctx.spawn(self._recovery.run())
-        ctx.spawn(self._canceller.run())
         ctx.spawn(self._heartbeat.run())
         ctx.spawn(ctx.sweep_outbox())
-        # A cancel published before the subscription would reach a job only with its next
-        # lock renewal (half the lock duration): take no job until it is listening, but
-        # do not wait long on a Redis that refuses pub/sub (renewal still reports them).
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._canceller.subscribed.wait(), _SUBSCRIBE_WAIT_S)
         _log.info(
             "worker_started",
             queue=self.name,
