@@ -2,11 +2,16 @@
 # generator); compose.yaml picks the command of each service:
 #
 #   api:      uvicorn examples.app.api:app --host 0.0.0.0 --port 8000
-#   worker:   python -m examples.app.worker --queues emails,images,reports,webhooks,reminders
-#             (or a subset per service, e.g. --queues images --concurrency 2)
+#   worker:   queue-core worker examples.app.worker:workers --health-port 8081
+#             (the queue-core console script comes with the library)
 #   loadgen:  python -m examples.app.loadgen --api http://api:8000 --rate 5
 #
-# Environment (see examples/app/config.py and examples/app/telemetry.py):
+# Environment (see examples/app/config.py, examples/app/telemetry.py and
+# examples/app/worker.py):
+#   WORKER_QUEUES                the worker's queues (default: all five; a subset per
+#                                service works too, e.g. images)
+#   WORKER_CONCURRENCY           overrides each queue's own concurrency
+#   WORKER_SHUTDOWN_TIMEOUT_S    seconds running jobs get after SIGTERM (30)
 #   REDIS_URL                    redis://redis:6379/0
 #   OTEL_EXPORTER_OTLP_ENDPOINT  http://otel-collector:4318 (OTLP over HTTP/protobuf)
 #   OTEL_SERVICE_NAME            api, worker (default: api for the API, worker for workers)
@@ -17,7 +22,9 @@
 #   WEBHOOK_BACKOFF_S            the story's knobs (defaults 0.2, 0.02, 86400, 4, 0.5)
 #
 # Build: docker build -t queue-core-example .   (the repository root is the context)
-FROM python:3.11-slim
+# The base image is pinned to a patch release: a rebuild gets the same Python; moving to a
+# newer one is a change to this line.
+FROM python:3.11.17-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -29,11 +36,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The library with its otel extra, then what the example application needs besides.
-COPY pyproject.toml README.md ./
+# The library with the OpenTelemetry extras the app uses (otlp: queue_otel and the OTLP
+# exporters; structlog-bridge: log lines over OTLP), then what the app needs besides.
+COPY pyproject.toml README.md LICENSE ./
 COPY queue_core/ queue_core/
 COPY queue_otel/ queue_otel/
-RUN pip install ".[otel]" \
+RUN pip install ".[otlp,structlog-bridge]" \
         "fastapi>=0.110" \
         "uvicorn>=0.29" \
         "httpx>=0.27" \
@@ -46,5 +54,6 @@ RUN python -m compileall -q examples
 RUN useradd --system --uid 10001 --no-create-home app
 USER app
 
-EXPOSE 8000 9464
+# 8000: the API; 9464: /metrics of each process; 8081: a worker's /livez and /readyz.
+EXPOSE 8000 8081 9464
 CMD ["uvicorn", "examples.app.api:app", "--host", "0.0.0.0", "--port", "8000"]

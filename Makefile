@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,embedded]'
+	$(PY) -m pip install --quiet -e '.[otel,otlp,structlog-bridge,embedded]' --group dev
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,8 +32,10 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 # queue_core against arq, SAQ, RQ, Celery, Dramatiq, taskiq and BullMQ on a private Redis;
-# each library gets its own venv under bench/.venvs. The results replace README.md's
-# Benchmarks table; ARGS="--quick" for a smoke run, ARGS="--no-readme" to keep README.md.
+# each library gets its own venv under bench/.venvs; then queue_core's worker RSS and the
+# start-up of `queue-core worker` to its first job (bench/startup.py). The results replace
+# README.md's Benchmarks table; ARGS="--quick" for a smoke run, ARGS="--no-readme" to keep
+# README.md.
 bench: $(STAMP)
 	$(PY) -m bench.run --readme $(ARGS)
 

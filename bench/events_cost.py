@@ -29,7 +29,7 @@ import structlog
 
 from bench.profile_worker import fill, redis_cpu, work
 from queue_core import Queue
-from queue_core.embedded import resolve_redis
+from queue_core.testing import RedisServer
 
 
 def _commands(client: redis.Redis) -> int:
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
-    with resolve_redis(skip=("REDIS_URL", "localhost:6379")) as server:
+    with RedisServer() as server:
         client = redis.Redis.from_url(server.url)
         for round_ in range(args.rounds):
             for on in (True, False) if round_ % 2 == 0 else (False, True):

@@ -43,7 +43,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from queue_core import Queue, Worker
-from queue_core.embedded import resolve_redis
+from queue_core.testing import RedisServer
 from queue_otel import QueueInstrumentor
 
 RESULTS = Path(__file__).parent / "results" / "otel_overhead.json"
@@ -142,8 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: dict[str, list[dict[str, float]]] = {
         f"{mode}/{work:g}ms": [] for work in workloads for mode in ("off", "on")
     }
-    with resolve_redis(skip=("REDIS_URL", "localhost:6379")) as redis:
-        print(redis.report(), file=sys.stderr)
+    with RedisServer() as redis:
+        print(f"Redis: {redis.description}", file=sys.stderr)
         asyncio.run(one_round(redis.url, min(args.jobs, 500), args.concurrency))  # warm-up
         for _ in range(args.rounds):
             for work in workloads:

@@ -41,7 +41,7 @@ import structlog
 
 import queue_core
 from queue_core import Job, JobSpec, Queue, Worker
-from queue_core.embedded import resolve_redis
+from queue_core.testing import RedisServer
 
 
 def redis_cpu(client: redis.Redis) -> float:
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         instrument()
     print(f"queue_core from {queue_core.__file__}")
-    with resolve_redis(skip=("REDIS_URL", "localhost:6379")) as server:
+    with RedisServer() as server:
         client = redis.Redis.from_url(server.url)
         name = f"profile-{uuid.uuid4().hex[:8]}"
         asyncio.run(fill(server.url, name, args.jobs))

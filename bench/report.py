@@ -267,6 +267,24 @@ def rss_lines(document: dict[str, Any]) -> list[str]:
     ]
 
 
+def startup_line(result: dict[str, Any] | None) -> str:
+    """``bench/startup.py``'s result as one line."""
+    if not result:
+        return "Worker start-up from the command: not measured in this run."
+    if result.get("error"):
+        return f"Worker start-up from the command: failed: `{_short(result['error'])}`"
+    figures = result["figures"]
+    done, start = figures["first_job_done_s"], figures["first_job_start_s"]
+    return (
+        f"`{result['command']}` with one job waiting, started {result['starts']} times "
+        f"(after one warm-up start): **{done['median']:.2f} s** median from starting the "
+        f"process to the job completed (p90 {done['p90']:.2f} s; to the job's start "
+        f"{start['median']:.2f} s). Importing the command alone (`python -c 'import "
+        f"queue_core.cli.worker'`) takes {figures['import_s']['median']:.2f} s of it. "
+        f"After SIGTERM the process exits in {figures['stop_s']['median']:.2f} s."
+    )
+
+
 def problems(document: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for entry in document["libraries"].values():
@@ -358,6 +376,10 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
         f"{heading}# Worker memory over a long run",
         "",
         *rss_lines(document),
+        "",
+        f"{heading}# Worker start-up from the command",
+        "",
+        startup_line(document.get("startup")),
         "",
         f"{heading}# Settings per library",
         "",

@@ -1,7 +1,7 @@
 """queue_core against the queues users would pick instead, side by side on one Redis.
 
     python -m bench.run [--quick] [--runs 3] [--only queue_core,arq,...] [--rss-jobs N]
-                        [--readme | --no-readme] [--reinstall]
+                        [--startup-starts N] [--readme | --no-readme] [--reinstall]
 
 ``make bench`` runs this with ``--readme``. It starts a private ``redis-server`` on a free
 port (never the shared 6379), creates one venv per library under ``bench/.venvs/`` with
@@ -12,14 +12,16 @@ rotated from run to run. Each adapter measures enqueue
 throughput and latency, bulk enqueue, processing with one and two worker processes,
 pick-up latency and Redis memory per waiting job (memory in the first run only: it does
 not vary); see ``bench/peers/_kit.py``. Then one long run of queue_core alone reads its
-worker's RSS before and after ``--rss-jobs`` jobs.
+worker's RSS before and after ``--rss-jobs`` jobs, and ``bench/startup.py`` times
+``--startup-starts`` starts of the ``queue-core worker`` command (in queue_core's venv) to
+its first job done.
 
 Each figure is the median over the runs. Everything goes to ``bench/results/latest.json``
 and ``bench/results/latest.md``; ``--readme`` also rewrites the section of README.md
 between ``<!-- bench:start -->`` and ``<!-- bench:end -->``. A peer that fails to
 install or to run is reported with its error, never dropped.
 
-``--quick`` is a smoke run: small counts, one run, a short RSS run.
+``--quick`` is a smoke run: small counts, one run, a short RSS run, 3 timed starts.
 """
 
 from __future__ import annotations
@@ -45,10 +47,10 @@ from typing import Any
 
 import redis
 
-from bench import report
+from bench import report, startup
 from bench.libraries import BY_KEY, LIBRARIES, PROJECT, Library
 from bench.peers._kit import Params
-from queue_core.embedded import resolve_redis
+from queue_core.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 VENVS = ROOT / "bench" / ".venvs"
@@ -277,6 +279,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rss-jobs", type=int, help="jobs of the RSS run (0: skip it)")
     parser.add_argument(
+        "--startup-starts",
+        type=int,
+        help=f"timed starts of the worker command (default {startup.FULL_STARTS}, quick "
+        f"{startup.QUICK_STARTS}; 0: skip them)",
+    )
+    parser.add_argument(
         "--readme",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -379,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rss_jobs = args.rss_jobs
     if rss_jobs is None:
         rss_jobs = QUICK_RSS_JOBS if args.quick else FULL_RSS_JOBS
+    starts = args.startup_starts
+    if starts is None:
+        starts = startup.QUICK_STARTS if args.quick else startup.FULL_STARTS
     selected = select(args.only)
     installs = prepare_all(selected, args.venvs, args.reinstall)
     install_s = time.monotonic() - wall_started
@@ -386,8 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     entries = {lib.key: new_entry(lib, installs[lib.key]) for lib in selected}
     runnable = [lib for lib in selected if installs[lib.key].ok]
     rss: dict[str, Any] | None = None
-    with resolve_redis(skip=("REDIS_URL", "localhost:6379")) as server:
-        log(server.report())
+    started_worker: dict[str, Any] | None = None
+    with RedisServer() as server:
+        log(f"Redis: {server.description}")
         client = redis.Redis.from_url(server.url)
         machine = machine_info(client)
         for lib in runnable:
@@ -404,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 client.flushall()
         if rss_jobs > 0 and "queue_core" in installs and installs["queue_core"].ok:
             rss = run_rss(server.url, installs["queue_core"].python, params, rss_jobs)
+        if starts > 0 and "queue_core" in installs and installs["queue_core"].ok:
+            log(f"start-up: {starts} starts of the queue-core worker command")
+            started_worker = startup.measure(server.url, installs["queue_core"].python, starts)
+            log(f"  {report.startup_line(started_worker)[:300]}")
         client.close()
 
     for entry in entries.values():
@@ -419,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "params": asdict(params),
         "libraries": entries,
         "rss": rss,
+        "startup": started_worker,
         "install_seconds": round(install_s, 1),
         "wall_seconds": round(time.monotonic() - wall_started, 1),
     }

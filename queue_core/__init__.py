@@ -22,6 +22,7 @@ from queue_core.errors import (
     LockLostError,
     PartialFlowError,
     PayloadTooLargeError,
+    ProcessCrashedError,
     QueueBusyError,
     QueueError,
     RateLimitError,
@@ -54,8 +55,14 @@ from queue_core.hooks import (
     unregister_hook,
 )
 from queue_core.job import Job, JobRef, JobState
-from queue_core.log import configure_logging, register_log_processor, unregister_log_processor
+from queue_core.log import (
+    configure_logging,
+    get_logger,
+    register_log_processor,
+    unregister_log_processor,
+)
 from queue_core.options import Backoff, Dedup, JobOptions, KeepJobs, RateLimit
+from queue_core.pool_child import ProcessPoolJob
 from queue_core.queue import Queue
 from queue_core.registry import WorkerInfo
 from queue_core.retry import BackoffStrategy
@@ -103,7 +110,9 @@ __all__ = [
     "Outcome",
     "PartialFlowError",
     "PayloadTooLargeError",
+    "ProcessCrashedError",
     "ProcessEvent",
+    "ProcessPoolJob",
     "Processor",
     "QuarantineEvent",
     "Queue",
@@ -132,6 +141,7 @@ __all__ = [
     "WorkerEvent",
     "WorkerInfo",
     "configure_logging",
+    "get_logger",
     "register_hook",
     "register_log_processor",
     "unregister_hook",

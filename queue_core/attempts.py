@@ -44,7 +44,9 @@ from queue_core.errors import (
 )
 from queue_core.hooks import Around, HookSet, JobEvent, ProcessEvent, notify
 from queue_core.job import Job, JobState, ms_to_datetime
+from queue_core.log import get_logger
 from queue_core.options import to_ms, to_seconds
+from queue_core.process_pool import ProcessPool
 from queue_core.retry import BackoffStrategy, retry_delay
 from queue_core.scripts import load_script
 from queue_core.threads import DaemonThreadPool
@@ -59,7 +61,7 @@ _COMPLETE = load_script("move_to_completed")
 _FAIL = load_script("move_to_failed")
 _DELAY = load_script("move_to_delayed")
 
-_log = structlog.get_logger("queue_core.worker")
+_log = get_logger("queue_core.worker")
 
 
 class JobRunner:
@@ -68,6 +70,7 @@ class JobRunner:
         ctx: WorkerContext,
         processors: Processors,
         backoff_strategies: Mapping[str, BackoffStrategy],
+        pool: ProcessPool | None = None,
     ) -> None:
         self.ctx = ctx
         self.processors = processors
@@ -75,10 +78,11 @@ class JobRunner:
         self.slots: set[asyncio.Task[None]] = set()
         self.slot_freed = asyncio.Event()  # a slot ended, or the worker is closing
         self.threads = DaemonThreadPool(f"queue_core-{ctx.name}")
+        self.pool = pool  # plain def processors run there rather than in threads
         self.settle_errors = ctx.supervisor("settle")
         # Set by the Fetcher: hold fetching for ms (manual: True for RateLimitError).
         self.on_hold: Callable[[int, bool], Awaitable[None]] | None = None
-        # Slots running an async processor now, and those that cancel() cancelled.
+        # Slots running an async (or process-pool) processor now, and those cancel() cancelled.
         self._in_processor: dict[str, asyncio.Task[Any] | None] = {}
         self._cancelling: dict[str, asyncio.Task[Any]] = {}
         self._cancelled_early: set[str] = set()  # held jobs cancelled before they started
@@ -216,10 +220,13 @@ class JobRunner:
         fn, is_async = entry
         if job._cancelled is not None and job._cancelled.is_set():  # before it started
             raise JobCancelledError(job.id)  # not run at all
-        if is_async:
+        pool = None if is_async else self.pool
+        if is_async or pool is not None:  # cancelling the task stops it (kills its child)
             self._in_processor[job.id] = asyncio.current_task()
         timeout = job.options.timeout
-        if timeout is None:
+        if pool is not None:  # it times the child's run (JobTimeoutError), not its start
+            result = await pool.run(fn, job, timeout)
+        elif timeout is None:
             result = await fn(job) if is_async else await self.threads.run(lambda: fn(job))
         else:
             try:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import structlog
 from redis.asyncio import ConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.client import PubSub
@@ -28,6 +27,7 @@ from queue_core.admin import Operation, job_reply
 from queue_core.errors import InvalidOptionError, JobStateError
 from queue_core.hooks import OperationEvent
 from queue_core.keys import QueueKeys
+from queue_core.log import get_logger
 from queue_core.options import MAX_ID_LENGTH
 from queue_core.scripts import load_script
 from queue_core.supervision import Backoff, is_redis_fault
@@ -46,7 +46,7 @@ MAX_REASON_CHARS: Final = 1000
 # next period it is taken as dead (a half-open connection raises no error by itself).
 _SILENCE_S: Final = 5.0
 
-_log = structlog.get_logger("queue_core.worker")
+_log = get_logger("queue_core.worker")
 
 
 def cancel_job(job_id: str, reason: str, keys: QueueKeys) -> Operation[CancelResult]:

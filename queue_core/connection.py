@@ -19,7 +19,6 @@ from typing import Any, Final, overload
 
 import redis
 import redis.asyncio
-import structlog
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
@@ -45,6 +44,7 @@ from queue_core.errors import (
     RedisTimeoutError,
     RedisUnavailableError,
 )
+from queue_core.log import get_logger
 from queue_core.options import to_seconds
 
 try:  # redis-py >= 7
@@ -94,7 +94,7 @@ TRANSIENT_ERRORS: Final = (
 # one that escapes it mid-failover is transient.
 REDIRECT_ERRORS: Final = (MovedError, AskError)
 
-_log = structlog.get_logger("queue_core.connection")
+_log = get_logger("queue_core.connection")
 
 
 def resolve_url(url: str | None) -> str:

@@ -14,6 +14,7 @@ The tree::
     ├── CorruptJobError              a stored job that cannot be read
     ├── UnsupportedFormatError       a job written by a newer queue_core
     ├── JobNotFoundError  LockLostError  JobTimeoutError  StalledJobError
+    ├── ProcessCrashedError          a process-pool child died while running the job
     ├── JobStateError                the job's state forbids the operation; nothing changed
     ├── QueueBusyError               obliterate refused: jobs are active (force=True)
     ├── EventsDisabledError          waiting for a job on a queue that records no events
@@ -48,6 +49,7 @@ __all__ = [
     "LockLostError",
     "PartialFlowError",
     "PayloadTooLargeError",
+    "ProcessCrashedError",
     "QueueBusyError",
     "QueueError",
     "RateLimitError",
@@ -246,6 +248,12 @@ class JobTimeoutError(QueueError, TimeoutError):
     """An attempt ran longer than the job's ``timeout`` option. Counts as a failed attempt."""
 
 
+class ProcessCrashedError(QueueError):
+    """The child process running the job (``Worker(pool="process")``) died before the
+    job finished: killed, a segfault, ``os._exit``. Counts as a failed attempt; the
+    worker's other jobs go on, and the next job gets a new child."""
+
+
 class StalledJobError(QueueError):
     """Recorded as the failure of a job that stalled more than ``max_stalled_count`` times."""
 
@@ -264,6 +272,9 @@ class DelayedError(Exception):
         super().__init__(message or f"job re-scheduled: {delay!r}")
         self.delay = delay
 
+    def __reduce__(self) -> tuple[object, ...]:  # pickled whole (from a process pool)
+        return (type(self), (self.delay, str(self)))
+
 
 class RateLimitError(Exception):
     """Raise from a processor when an upstream rate-limits you (an HTTP 429, say).
@@ -275,3 +286,6 @@ class RateLimitError(Exception):
     def __init__(self, seconds: float | timedelta, message: str = "") -> None:
         super().__init__(message or f"rate limited for {seconds!r}")
         self.seconds = seconds
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickled whole (from a process pool)
+        return (type(self), (self.seconds, str(self)))

@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
-import structlog
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from queue_core.connection import (
@@ -38,6 +37,7 @@ from queue_core.connection import (
 )
 from queue_core.errors import InvalidOptionError
 from queue_core.keys import QueueKeys
+from queue_core.log import get_logger
 from queue_core.options import check_int, to_ms, to_seconds
 from queue_core.scripts import load_script, run_script
 from queue_core.supervision import Backoff, is_redis_fault
@@ -68,7 +68,7 @@ _WATCHDOG_S: Final = 3.0
 
 _JOB_STATUS = load_script("job_status")
 
-_log = structlog.get_logger("queue_core.events")
+_log = get_logger("queue_core.events")
 
 Entry = tuple[bytes, Mapping[bytes, bytes]]
 

@@ -10,12 +10,12 @@ from contextlib import suppress
 from datetime import timedelta
 from typing import Any, Final
 
-import structlog
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from queue_core.attempts import JobRunner
 from queue_core.commands import Fetched, parse_fetch
 from queue_core.hooks import RateLimitEvent, notify
+from queue_core.log import get_logger
 from queue_core.options import to_ms, to_seconds
 from queue_core.scripts import load_script, run_script
 from queue_core.supervision import Backoff, is_redis_fault
@@ -30,7 +30,7 @@ WATCHDOG_S: Final = 3.0  # a blocking call that overruns its timeout by this muc
 _REFUSED_PAUSE_S: Final = 1.0  # only jobs of a newer format are ready: let newer workers run
 _REFUSED_LOG_EVERY_S: Final = 60.0
 
-_log = structlog.get_logger("queue_core.worker")
+_log = get_logger("queue_core.worker")
 
 
 class Fetcher:

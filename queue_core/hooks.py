@@ -30,7 +30,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import structlog
+from queue_core.log import get_logger
 
 if TYPE_CHECKING:
     from queue_core.job import Job, JobState
@@ -55,7 +55,7 @@ __all__ = [
     "unregister_hook",
 ]
 
-_log = structlog.get_logger("queue_core.hooks")
+_log = get_logger("queue_core.hooks")
 
 Outcome = Literal[
     "completed",  # the job succeeded

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Final
 
-import structlog
-
 from queue_core.commands import parse_quarantined
 from queue_core.decoding import snapshot_to_job
 from queue_core.hooks import StalledEvent, notify
 from queue_core.job import Job
+from queue_core.log import get_logger
 from queue_core.options import to_ms
 from queue_core.scripts import load_script, run_script
 from queue_core.supervision import is_redis_fault
@@ -33,7 +32,7 @@ _RECOVER = load_script("recover_stalled")
 _GET_JOB = load_script("get_job")
 _RECOVER_BATCH: Final = 1000
 
-_log = structlog.get_logger("queue_core.worker")
+_log = get_logger("queue_core.worker")
 
 
 class LockRenewer:

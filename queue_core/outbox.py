@@ -21,10 +21,10 @@ from collections.abc import Generator
 from typing import Any, Final
 
 import orjson
-import structlog
 
 from queue_core.job import JobRef
 from queue_core.keys import QueueKeys
+from queue_core.log import get_logger
 from queue_core.scripts import LuaScript, load_script, run_script, run_script_sync
 
 __all__ = ["SWEEP_INTERVAL_S", "SWEEP_MIN_AGE_MS", "Call", "deliver", "run_async", "run_sync"]
@@ -43,7 +43,7 @@ _PARENT_FAILED = 3  # resolve_dependency's status when the child failed its pare
 
 Call = tuple[str, LuaScript, list[Any]]  # (queue, script, ARGV)
 
-_log = structlog.get_logger("queue_core.flows")
+_log = get_logger("queue_core.flows")
 
 
 def deliver(queue: str, min_age_ms: int = 0) -> Generator[Call, Any, int]:

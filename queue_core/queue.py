@@ -8,8 +8,6 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-import structlog
-
 from queue_core import admin, job_actions, outbox, registry, schedulers
 from queue_core.admin import Operation, QueueConfig
 from queue_core.cancellation import CancelResult, cancel_job
@@ -47,6 +45,7 @@ from queue_core.hooks import (
 )
 from queue_core.job import Job, JobState
 from queue_core.keys import QueueKeys
+from queue_core.log import get_logger
 from queue_core.options import Duration, JobOptions, JobOptionsKwargs, RateLimit, check_int
 from queue_core.registry import WorkerInfo
 from queue_core.schedulers import SchedulerInfo
@@ -56,7 +55,7 @@ from queue_core.waiting import JOB_STATUS, ResultWaiter, check_wait
 
 T = TypeVar("T")
 
-_log = structlog.get_logger("queue_core.flows")
+_log = get_logger("queue_core.flows")
 
 __all__ = ["DEFAULT_MAX_LOG_LINES", "DEFAULT_MAX_PAYLOAD_BYTES", "Queue", "QueueSettings"]
 

@@ -17,11 +17,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-import structlog
 
 from queue_core.admin import Operation
 from queue_core.hooks import OperationEvent
 from queue_core.job import ms_to_datetime
+from queue_core.log import get_logger
 from queue_core.options import to_ms
 from queue_core.scripts import load_script, run_script
 from queue_core.supervision import is_redis_fault
@@ -37,7 +37,7 @@ _REMOVE_TIMEOUT_S: Final = 2.0  # a goodbye must not hold up a shutdown for long
 _HEARTBEAT = load_script("heartbeat")
 _GET_WORKERS = load_script("get_workers")
 
-_log = structlog.get_logger("queue_core.worker")
+_log = get_logger("queue_core.worker")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-import structlog
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from queue_core.connection import REDIRECT_ERRORS, TRANSIENT_ERRORS
 from queue_core.hooks import HookRegistry, WorkerErrorEvent, notify
+from queue_core.log import get_logger
 
 __all__ = ["UNHEALTHY_AFTER", "Backoff", "RedisRetry", "Supervisor", "is_redis_fault"]
 
@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 UNHEALTHY_AFTER: Final = 3  # consecutive failures of one loop
 
-_log = structlog.get_logger("queue_core.worker")
+_log = get_logger("queue_core.worker")
 
 
 class Backoff:

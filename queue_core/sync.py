@@ -12,8 +12,6 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-import structlog
-
 from queue_core import admin, job_actions, outbox, registry, schedulers
 from queue_core.admin import Operation, QueueConfig
 from queue_core.cancellation import CancelResult, cancel_job
@@ -38,6 +36,7 @@ from queue_core.decoding import snapshot_to_job
 from queue_core.flows import Dependency, FlowJob, parse_dependencies
 from queue_core.hooks import Around, Hook, InternalEvent
 from queue_core.job import Job, JobState
+from queue_core.log import get_logger
 from queue_core.options import Duration, JobOptions, JobOptionsKwargs, RateLimit
 from queue_core.queue import (
     _ADD,
@@ -60,7 +59,7 @@ __all__ = ["SyncQueue"]
 
 T = TypeVar("T")
 
-_log = structlog.get_logger("queue_core.flows")
+_log = get_logger("queue_core.flows")
 
 
 class SyncQueue(QueueSettings):

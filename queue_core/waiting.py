@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import orjson
-import structlog
 
 from queue_core.connection import AsyncClient, SyncClient, redis_errors, socket_timeout
 from queue_core.errors import (
@@ -46,6 +45,7 @@ from queue_core.events import (
     stream_id,
 )
 from queue_core.keys import QueueKeys
+from queue_core.log import get_logger
 from queue_core.options import to_ms, to_seconds
 from queue_core.scripts import load_script
 from queue_core.serializer import Serializer
@@ -71,7 +71,7 @@ _READ_COUNT: Final = 1000  # entries per read
 _BULK_EVENTS: Final = frozenset({b"drained", b"cleaned"})
 _CANCELLED: Final = "JobCancelledError"
 
-_log = structlog.get_logger("queue_core.events")
+_log = get_logger("queue_core.events")
 
 Kind = Literal["completed", "large", "failed", "cancelled", "missing", "lost"]
 

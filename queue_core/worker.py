@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import pickle
 import signal
 import socket
 import threading
@@ -26,9 +27,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 
-import structlog
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
@@ -64,7 +64,10 @@ from queue_core.hooks import Hook, WorkerEvent, notify
 from queue_core.job import Job, JobState
 from queue_core.keys import QueueKeys
 from queue_core.locks import LockRenewer, StalledRecovery
+from queue_core.log import get_logger
 from queue_core.options import RateLimit, check_int, to_ms, to_seconds
+from queue_core.pool_child import ProcessPoolJob
+from queue_core.process_pool import ProcessPool
 from queue_core.queue import DEFAULT_MAX_LOG_LINES, Queue
 from queue_core.registry import Heartbeat
 from queue_core.retry import BackoffStrategy
@@ -75,8 +78,9 @@ from queue_core.worker_context import WorkerContext
 
 __all__ = ["Processor", "Worker"]
 
-Processor = Callable[[Job], Awaitable[Any]] | Callable[[Job], Any]
-"""``async def process(job) -> result`` or a plain ``def`` (run in a thread)."""
+Processor = Callable[[Job], Awaitable[Any]] | Callable[[Job], Any] | Callable[[ProcessPoolJob], Any]
+"""``async def process(job) -> result`` or a plain ``def`` (run in a thread, or in a child
+process with ``Worker(pool="process")``, where the job is a ``ProcessPoolJob``)."""
 
 _GET_COUNTS = load_script("get_counts")
 
@@ -93,7 +97,7 @@ class _CredentialsRefusedError(Exception):
 
 _SUBSCRIBE_WAIT_S = 2.0  # the longest a starting worker waits for its cancel subscription
 
-_log = structlog.get_logger("queue_core.worker")
+_log = get_logger("queue_core.worker")
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -113,6 +117,13 @@ class Worker:
     from job name to processor. Its return value is stored as the job's result (it must
     suit the serializer, JSON by default). Raise ``UnrecoverableError`` to fail at once,
     ``DelayedError`` to re-schedule, ``RateLimitError`` when an upstream throttles you.
+
+    CPU-bound work: with ``pool="process"``, plain ``def`` processors run in up to
+    ``pool_size`` child processes (default: ``concurrency``), one job per child at a time;
+    ``async`` ones stay on the event loop. They must be importable (module-level), and
+    the job's data and return value travel pickled. A child that dies fails (or retries)
+    only its job, with ``ProcessCrashedError``; a job's timeout or cancel kills its
+    child; the next job gets a new one. The job there is a ``ProcessPoolJob``.
 
     Locks: each running job holds a lock that expires after ``lock_duration`` unless
     renewed, which this worker does every ``lock_duration / 2``. Every
@@ -168,6 +179,8 @@ class Worker:
         max_log_lines: int = DEFAULT_MAX_LOG_LINES,
         redis_timeout: float | timedelta | None = DEFAULT_REDIS_TIMEOUT,
         start_timeout: float | timedelta | None = DEFAULT_START_TIMEOUT,
+        pool: Literal["thread", "process"] = "thread",
+        pool_size: int | None = None,
     ) -> None:
         processors = self._check_processors(processor)
         self.concurrency = check_int(concurrency, "concurrency", 1, 100_000)
@@ -190,6 +203,8 @@ class Worker:
             else to_seconds(start_timeout, "start_timeout", allow_zero=False)
         )
         self.id = worker_id or _default_worker_id()
+        self.pool = pool
+        self.pool_size = self._check_pool(processors, pool, pool_size, self.concurrency)
 
         if redis is None or isinstance(redis, str):
             self.client: AsyncClient = create_async_client(redis)
@@ -237,7 +252,12 @@ class Worker:
         )
         ctx.backend = self
         ctx.server_address, ctx.server_port = server_address(self.client)
-        self._runner = JobRunner(ctx, processors, self.backoff_strategies)
+        process_pool = (
+            None
+            if self.pool_size is None
+            else ProcessPool(self.pool_size, f"queue_core-{self.name}")
+        )
+        self._runner = JobRunner(ctx, processors, self.backoff_strategies, process_pool)
         self._fetcher = Fetcher(ctx, self._runner, block_cap)
         self._renewer = LockRenewer(ctx, self.lock_duration, self._runner.cancel)
         self._canceller = CancelListener(ctx, self._runner.cancel)
@@ -263,6 +283,29 @@ class Worker:
                 raise InvalidOptionError(f"processor for {name!r} is not callable")
             table[name] = (fn, _is_async(fn))
         return table
+
+    @staticmethod
+    def _check_pool(
+        processors: Processors, pool: str, pool_size: int | None, concurrency: int
+    ) -> int | None:
+        """The process pool's size (None: no process pool)."""
+        if pool not in ("thread", "process"):
+            raise InvalidOptionError(f"pool must be 'thread' or 'process', not {pool!r}")
+        if pool == "thread":
+            if pool_size is not None:
+                raise InvalidOptionError("pool_size is for pool='process'")
+            return None
+        for name, (fn, is_async) in processors.items():
+            if is_async:
+                continue
+            try:  # pickled by reference: the child imports it by name
+                pickle.dumps(fn)
+            except Exception as exc:
+                raise InvalidOptionError(
+                    f"processor for {name!r} cannot run in a child process: it must be "
+                    f"importable, e.g. a module-level function ({exc})"
+                ) from exc
+        return concurrency if pool_size is None else check_int(pool_size, "pool_size", 1, 10_000)
 
     # ----- state and health
 
@@ -536,6 +579,8 @@ class Worker:
         if ctx.background:
             await asyncio.wait(ctx.background)
         runner.threads.shutdown()
+        if runner.pool is not None:
+            await runner.pool.close()
         if ctx.pipeline is not None:
             await ctx.pipeline.close()
         ctx.state = "closed"

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any, Final, TypeVar
 
-import structlog
-
 from queue_core import outbox, schedulers
 from queue_core.commands import Fetched, FetchSettings, Settled
 from queue_core.connection import AsyncClient
@@ -24,6 +22,7 @@ from queue_core.flows import Dependency
 from queue_core.hooks import Around, HookRegistry, InternalEvent, QuarantineEvent, notify
 from queue_core.job import Job, JobBackend
 from queue_core.keys import QueueKeys
+from queue_core.log import get_logger
 from queue_core.queue import Queue
 from queue_core.scripts import CommandPipeline, LuaScript, load_script, run_script
 from queue_core.serializer import Serializer
@@ -40,7 +39,7 @@ _RELEASE = load_script("release_orphans")
 # stalled recovery.
 _RELEASE_AFTER_S: Final = (1.0, 5.0)
 
-_log = structlog.get_logger("queue_core.worker")
+_log = get_logger("queue_core.worker")
 
 
 class WorkerContext:

@@ -11,6 +11,8 @@ or, with no code change, ``opentelemetry-instrument python worker.py`` (found th
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import weakref
 from collections.abc import Collection
 from importlib.metadata import PackageNotFoundError, version
@@ -21,17 +23,23 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 from queue_core import (
     Hook,
+    get_logger,
     register_hook,
     register_log_processor,
     unregister_hook,
     unregister_log_processor,
 )
 from queue_otel import semconv as sc
-from queue_otel.logs import OtlpExport, add_trace_context
+from queue_otel.logs import (
+    BRIDGE_MISSING,
+    OtlpExport,
+    add_trace_context,
+    structlog_bridge_installed,
+)
 from queue_otel.metrics import MetricsHook
 from queue_otel.package import _instruments
 from queue_otel.queue_stats import QueueStatsObserver
-from queue_otel.settings import Settings
+from queue_otel.settings import ENV, Settings
 from queue_otel.tracing import Tracers, TracingHook
 
 __all__ = ["QueueInstrumentor"]
@@ -40,6 +48,8 @@ try:
     __version__ = version("queue-core")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
+
+_log = get_logger("queue_otel")
 
 
 # One metrics hook per meter: instruments cannot be removed from a meter, so instrumenting
@@ -55,11 +65,24 @@ def _metrics_hook(meter: Any) -> MetricsHook:
     return hook
 
 
+def _log_export_available(kwargs: dict[str, Any]) -> bool:
+    """Log export needs the optional structlog bridge: on by default means "when
+    installed"; asked for by keyword it raises (before anything is registered), by
+    environment it is logged, as bad settings are."""
+    if structlog_bridge_installed():
+        return True
+    if kwargs.get("export_logs") is not None:
+        raise ImportError(f"export_logs=True: {BRIDGE_MISSING}")
+    if os.environ.get(ENV["export_logs"], "").strip():
+        _log.warning("log_export_unavailable", reason=BRIDGE_MISSING)
+    return False
+
+
 class QueueInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Keywords of ``instrument()``: ``tracer_provider``, ``meter_provider``,
     ``logger_provider``, and the ``Settings`` options (``trace_mode``,
     ``propagate_baggage``, ``new_trace_after``, ``export_logs``, ``observe_queues``,
-    ``observe_redis_url``, ``suppress_internal``)."""
+    ``observe_redis_url``, ``observe_prefix``, ``suppress_internal``)."""
 
     _hooks: list[Hook]
     _observer: QueueStatsObserver | None
@@ -70,6 +93,8 @@ class QueueInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         settings = Settings.load(kwargs)
+        if settings.export_logs and not _log_export_available(kwargs):
+            settings = dataclasses.replace(settings, export_logs=False)
         self.settings = settings
         meter = metrics.get_meter(
             "queue_otel", __version__, kwargs.get("meter_provider"), schema_url=sc.SCHEMA_URL
@@ -90,7 +115,10 @@ class QueueInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._observer = None
         if settings.observe_queues:
             self._observer = QueueStatsObserver(
-                settings.observe_queues, meter, redis=settings.observe_redis_url
+                settings.observe_queues,
+                meter,
+                redis=settings.observe_redis_url,
+                prefix=settings.observe_prefix,
             )
 
     def _uninstrument(self, **kwargs: Any) -> None:

@@ -16,9 +16,10 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-import structlog
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
+
+from queue_core import get_logger
 
 __all__ = ["JOB_HEADER", "decode_span_context", "encode_span_context", "extract", "inject"]
 
@@ -27,7 +28,7 @@ MAX_HEADERS: Final = 32
 MAX_VALUE_CHARS: Final = 8192  # the W3C baggage limit; traceparent is 55 characters
 _SPAN_CONTEXT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
-_log = structlog.get_logger("queue_otel")
+_log = get_logger("queue_otel")
 
 
 def inject(headers: dict[str, str], context: Context, *, with_baggage: bool) -> None:

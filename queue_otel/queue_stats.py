@@ -13,15 +13,14 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import structlog
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from queue_core import QueueError, QueueStats, SyncQueue
+from queue_core import QueueError, QueueStats, SyncQueue, get_logger
 from queue_otel import semconv as sc
 
 __all__ = ["QueueStatsObserver"]
 
-_log = structlog.get_logger("queue_otel")
+_log = get_logger("queue_otel")
 _FRESH_S = 1.0  # both gauges of one collection share one read
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-import structlog
+from queue_core import get_logger
 
 __all__ = ["ENV", "Settings", "TraceMode"]
 
@@ -23,10 +23,11 @@ ENV: Final = {
     "export_logs": "OTEL_PYTHON_QUEUE_CORE_EXPORT_LOGS",
     "observe_queues": "OTEL_PYTHON_QUEUE_CORE_OBSERVE_QUEUES",
     "observe_redis_url": "OTEL_PYTHON_QUEUE_CORE_OBSERVE_REDIS_URL",
+    "observe_prefix": "OTEL_PYTHON_QUEUE_CORE_OBSERVE_PREFIX",
     "suppress_internal": "OTEL_PYTHON_QUEUE_CORE_SUPPRESS_INTERNAL",
 }
 
-_log = structlog.get_logger("queue_otel")
+_log = get_logger("queue_otel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +40,10 @@ class Settings:
     growing the producer's trace without end. ``propagate_baggage``: also carry W3C
     baggage into jobs (off: baggage often holds data that should not reach workers).
     ``observe_queues``: report depth and oldest-job age for these queues from this process
-    (do it in one process, not in every worker). ``suppress_internal``: keep the worker's
-    own Redis calls (idle waiting, lock renewal) out of traces made by a Redis
-    instrumentation."""
+    (do it in one process, not in every worker), on ``observe_redis_url`` under the key
+    prefix ``observe_prefix`` (``qc``, the queues' default). ``suppress_internal``: keep
+    the worker's own Redis calls (idle waiting, lock renewal) out of traces made by a
+    Redis instrumentation."""
 
     trace_mode: TraceMode = "parent"
     propagate_baggage: bool = False
@@ -49,6 +51,7 @@ class Settings:
     export_logs: bool = True
     observe_queues: tuple[str, ...] = ()
     observe_redis_url: str | None = None
+    observe_prefix: str = "qc"
     suppress_internal: bool = True
 
     @classmethod

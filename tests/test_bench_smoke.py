@@ -95,6 +95,36 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     for header in ("enqueue /s", "bulk enqueue /s", "1 worker jobs/s", "2 workers jobs/s"):
         assert f"| {header} |" in deadlines, header
     assert "python -m bench.run --quick" in markdown
+    # The worker command's start-up, timed in queue_core's venv (3 starts when quick).
+    started = document["startup"]
+    assert started["error"] == "" and started["starts"] == 3, started
+    assert started["command"].startswith("queue-core worker bench.startup:noop --queue")
+    figures = started["figures"]
+    assert 0 < figures["first_job_start_s"]["median"] <= figures["first_job_done_s"]["median"]
+    assert figures["import_s"]["median"] > 0 and figures["stop_s"]["median"] > 0
+    section = markdown.split("#### Worker start-up from the command", 1)[1].split("####")[0]
+    assert "`queue-core worker bench.startup:noop" in section and "s** median" in section
+
+
+@pytest.mark.timeout(120)
+def test_startup_times_the_worker_command_on_its_own_redis() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.startup", "--starts", "1", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["error"] == "" and result["starts"] == 1 and len(result["samples"]) == 1
+    sample = result["samples"][0]
+    assert 0 < sample["first_job_start_s"] <= sample["first_job_done_s"] < 60
+    assert report.startup_line(result).startswith("`queue-core worker bench.startup:noop")
+    failed = report.startup_line({"starts": 1, "error": "RuntimeError: exited with 2"})
+    assert failed == "Worker start-up from the command: failed: `RuntimeError: exited with 2`"
+    assert "not measured" in report.startup_line(None)
 
 
 def _document() -> dict[str, Any]:

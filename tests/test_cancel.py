@@ -21,7 +21,6 @@ import redis
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from structlog.testing import capture_logs
 
 from queue_core import (
     DelayedError,
@@ -49,6 +48,7 @@ from queue_core.options import Dedup
 from queue_core.scripts import load_script, run_script
 from tests.chaos.support import WorkerProcess, event_time
 from tests.conftest import wait_counts, wait_for
+from tests.log_capture import capture_logs
 from tests.redis_server import RedisCluster
 
 _CANCEL_JOB = load_script("cancel_job")

@@ -20,7 +20,6 @@ import pytest
 import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from structlog.testing import capture_logs
 
 from queue_core import (
     CorruptJobError,
@@ -39,6 +38,7 @@ from queue_core import (
 from queue_core.envelope import FORMAT_VERSION, MalformedError, NewerFormatError, check_record
 from queue_core.scripts import load_script
 from tests.conftest import wait_counts, wait_for
+from tests.log_capture import capture_logs
 
 
 class Events(Hook):

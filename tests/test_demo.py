@@ -1,9 +1,12 @@
 """`make demo` as a user runs it: ``python -m examples.demo --duration 30`` in a subprocess.
 
-The demo runs once for this module (about 40 s), against the test session's private
-Redis (a database of its own), and starts real processes: the API under uvicorn, four
-worker processes, the load generator. Each test then checks one part of the story, from
-Redis (``SyncQueue``), from the demo's output, and from the trace and log files it names.
+The demo runs once for this module (about 40 s) with ``--redis REDIS_URL``, against a
+database of the test session's private Redis that also holds a user's keys (a queue named
+as one of the demo's, keys like the app's) and keys an earlier demo run left; it starts
+real processes: the API under uvicorn, four worker processes, the load generator. Each
+test then checks one part of the story, from Redis (``SyncQueue``), from the demo's
+output, and from the trace and log files it names; and that the user's keys are as they
+were.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import pytest
 import redis
 
-from examples.demo import cleanup_check
+from examples.demo import DEMO_PREFIX, cleanup_check
 from queue_core import Job, JobState, SyncQueue
 from tests.redis_server import RedisServer
 
@@ -91,7 +94,7 @@ class DemoRun:
         return f"exit {self.done.returncode}\nstdout:\n{self.out}\nstderr:\n{self.done.stderr}"
 
     def jobs(self, queue: str, state: JobState | None = None) -> list[Job]:
-        with SyncQueue(queue, redis=self.redis_url) as q:
+        with SyncQueue(queue, redis=self.redis_url, prefix=DEMO_PREFIX) as q:
             return q.get_jobs(state)
 
     def files(self, kind: str) -> list[Path]:
@@ -108,12 +111,53 @@ class DemoRun:
         return (self.directory / f"{name}.log").read_text(errors="replace")
 
 
+def seed_other_keys(url: str) -> dict[bytes, bytes | None]:
+    """A user's own keys in the demo's Redis, named as the demo's would be without its
+    prefix; returns every key with its DUMP, to compare after the run."""
+    with SyncQueue("emails", redis=url) as emails:  # the README's queue name, prefix qc
+        emails.add("welcome_email", {"user_id": "mine"}, job_id="welcome-mine")
+    client = redis.Redis.from_url(url)
+    try:
+        client.hset("app:user:mine", mapping={"email": "me@example.com"})
+        client.hset("app:users:by_email", "me@example.com", "mine")
+        client.set("qc-demo-notes", "not the demo's: no colon after the prefix")
+        return {key: client.dump(key) for key in client.scan_iter()}
+    finally:
+        client.close()
+
+
+def seed_earlier_run(url: str) -> None:
+    """What an earlier demo run left: a job and a user under the demo's prefix."""
+    with SyncQueue("emails", redis=url, prefix=DEMO_PREFIX) as emails:
+        emails.add("welcome_email", {"user_id": "stale"}, job_id="welcome-stale")
+    client = redis.Redis.from_url(url)
+    try:
+        client.hset(f"{DEMO_PREFIX}:app:user:stale", mapping={"email": "old@example.com"})
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
-def demo(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+def other_keys(redis_server: RedisServer) -> dict[bytes, bytes | None]:
     url = fresh_db(redis_server, DEMO_DB)
+    keys = seed_other_keys(url)
+    seed_earlier_run(url)
+    return keys
+
+
+@pytest.fixture(scope="module")
+def demo(
+    redis_server: RedisServer,
+    other_keys: dict[bytes, bytes | None],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> DemoRun:
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{DEMO_DB}"
     directory = tmp_path_factory.mktemp("demo")
     started = time.monotonic()
-    done = run_demo("--duration", str(DURATION_S), "--dir", str(directory), redis_url=url)
+    done = run_demo(
+        "--duration", str(DURATION_S), "--dir", str(directory), "--redis", "REDIS_URL",
+        redis_url=url,
+    )  # fmt: skip
     run = DemoRun(url, done, directory, time.monotonic() - started)
     print(run.describe())  # shown with the first test's report if it fails
     return run
@@ -123,6 +167,10 @@ def test_the_story_played_out(demo: DemoRun) -> None:
     assert demo.done.returncode == 0, demo.describe()
     out = demo.out
     assert f"Redis: $REDIS_URL ({demo.redis_url}) [source: REDIS_URL]" in out
+    # The earlier run's job (its job hash, state, ...) and user: 7 keys or so, all deleted.
+    cleaned = re.search(r"^Clean-up: deleted (\d+) keys left by earlier demo runs", out, re.M)
+    assert cleaned and int(cleaned.group(1)) >= 2, out
+    assert f"the demo's keys stay under {DEMO_PREFIX}:" in out
     assert "The story played out." in out
     assert "Process problems" not in out
     checks = re.findall(r"^  \[(ok|--)\] (\w+)", out, re.MULTILINE)
@@ -140,6 +188,29 @@ def test_the_story_played_out(demo: DemoRun) -> None:
     assert "\x1b[" not in out
     assert re.search(r"^\[\s*\d+s\] emails: done \d+", out, re.MULTILINE), out
     assert demo.seconds < DURATION_S + 30, f"the demo took {demo.seconds:.0f} s"
+
+
+def test_the_demo_keeps_to_its_own_keys(
+    demo: DemoRun, other_keys: dict[bytes, bytes | None]
+) -> None:
+    """The user's keys are as they were; every other key is under the demo's prefix; the
+    earlier run's job is gone, so the final summary counts this run's jobs only."""
+    client = redis.Redis.from_url(demo.redis_url)
+    try:
+        assert {key: client.dump(key) for key in other_keys} == other_keys
+        new = {key.decode() for key in client.scan_iter()} - {k.decode() for k in other_keys}
+        assert new and all(key.startswith(f"{DEMO_PREFIX}:") for key in new), sorted(new)
+        assert not client.exists(f"{DEMO_PREFIX}:app:user:stale")
+    finally:
+        client.close()
+    emails = demo.jobs("emails")
+    assert emails and "welcome-stale" not in {job.id for job in emails}
+    final = demo.out.split("Final summary after", 1)[1]
+    row = re.search(r"^emails\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", final, re.MULTILINE)
+    assert row, final
+    counts = {"waiting": 1, "active": 2, "delayed": 3, "completed": 4, "failed": 5}
+    for state, column in counts.items():
+        assert int(row.group(column)) == len([j for j in emails if j.state == state]), state
 
 
 def test_it_says_where_to_look(demo: DemoRun) -> None:
@@ -176,9 +247,9 @@ def test_welcome_emails_were_sent(demo: DemoRun) -> None:
     try:
         for job in completed:
             assert job.return_value in ({"sent": True}, {"sent": False, "reason": "already sent"})
-            user = client.hgetall(f"app:user:{job.data['user_id']}")
+            user = client.hgetall(f"{DEMO_PREFIX}:app:user:{job.data['user_id']}")
             assert user["welcome_sent_at"], user
-        assert client.hlen("app:users:by_email") == len(jobs)
+        assert client.hlen(f"{DEMO_PREFIX}:app:users:by_email") == len(jobs)
     finally:
         client.close()
 
@@ -212,7 +283,7 @@ def test_reports_were_built_at_low_priority(demo: DemoRun) -> None:
 def test_the_workers_ran_the_schedules(demo: DemoRun) -> None:
     """The reports worker upserted the weekly report and the cleanup (every 10 s in the
     demo), ran the cleanup about three times in 30 s, and the demo showed them."""
-    with SyncQueue("reports", redis=demo.redis_url) as reports:
+    with SyncQueue("reports", redis=demo.redis_url, prefix=DEMO_PREFIX) as reports:
         schedulers = {info.id: info for info in reports.get_schedulers()}
     assert set(schedulers) == {"weekly-report", "cleanup"}
     weekly, cleanup = schedulers["weekly-report"], schedulers["cleanup"]
@@ -347,17 +418,30 @@ def test_log_files_hold_lines_with_trace_ids(demo: DemoRun) -> None:
 
 def test_a_short_run_says_what_is_missing(redis_server: RedisServer, tmp_path: Path) -> None:
     """At one request a second, the first image burst is the 8th request: a run of one
-    second sends none, so the story is incomplete and the exit status 1."""
+    second sends none, so the story is incomplete and the exit status 1. By default, with
+    REDIS_URL set, the demo runs on a private redis-server and leaves REDIS_URL's alone."""
     url = fresh_db(redis_server, SHORT_DB)
     done = run_demo("--duration", "1", "--rate", "1", "--dir", str(tmp_path), redis_url=url)
     assert done.returncode == 1, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    private = r"^Redis: a private redis-server .+, stopped on exit \[source: redis-server\]$"
+    assert re.search(private, done.stdout, re.MULTILINE), done.stdout
+    assert "Clean-up: deleted 0 keys left by earlier demo runs" in done.stdout
+    assert "the private server stops now" in done.stdout
+    client = redis.Redis.from_url(url)
+    try:
+        assert client.dbsize() == 0
+    finally:
+        client.close()
     assert re.search(r"^  \[--\] images", done.stdout, re.MULTILINE), done.stdout
     assert "Part of the story is missing" in done.stdout
     assert "Process problems" not in done.stdout
 
 
 def test_an_unreachable_redis_url_exits_2(tmp_path: Path) -> None:
-    done = run_demo("--dir", str(tmp_path), redis_url="redis://127.0.0.1:1/0", timeout=30)
+    done = run_demo(
+        "--dir", str(tmp_path), "--redis", "REDIS_URL", redis_url="redis://127.0.0.1:1/0",
+        timeout=30,
+    )  # fmt: skip
     assert done.returncode == 2, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert "is not usable" in done.stderr
     assert "Traceback" not in done.stderr

@@ -17,7 +17,6 @@ import redis
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from structlog.testing import capture_logs
 
 from queue_core import (
     DelayedError,
@@ -31,6 +30,7 @@ from queue_core import (
 )
 from queue_core.events import stream_id
 from tests.conftest import wait_for
+from tests.log_capture import capture_logs
 from tests.processes import Process
 from tests.redis_server import RedisCluster, RedisServer
 

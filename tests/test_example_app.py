@@ -25,9 +25,9 @@ import redis.asyncio
 import uvicorn
 
 from examples.app.api import create_app
-from examples.app.config import QUEUES, Settings
+from examples.app.config import QUEUES, Settings, SettingsError
 from examples.app.jobs import Jobs
-from examples.app.worker import build_workers, start_schedules
+from examples.app.worker import ProcessSettings, build_workers, start_schedules
 from queue_core import Job, JobState, Queue, UnrecoverableError, Worker
 from tests.conftest import wait_counts, wait_for
 from tests.e2e.otlp_receiver import OtlpReceiver, ReceivedLog, ReceivedSpan
@@ -389,11 +389,33 @@ def test_settings_come_from_the_environment() -> None:
         Settings.from_env({"CLEANUP_EVERY_S": "0"})
 
 
+def test_a_worker_process_takes_its_queues_and_concurrency_from_the_environment() -> None:
+    assert ProcessSettings.from_env({}) == ProcessSettings(QUEUES, None, 30.0)
+    assert ProcessSettings.from_env(
+        {
+            "WORKER_QUEUES": " images, emails,images ",
+            "WORKER_CONCURRENCY": "3",
+            "WORKER_SHUTDOWN_TIMEOUT_S": "5",
+        }
+    ) == ProcessSettings(("images", "emails"), 3, 5.0)
+    for bad in (
+        {"WORKER_QUEUES": "emails,nope"},
+        {"WORKER_QUEUES": ","},
+        {"WORKER_CONCURRENCY": "0"},
+        {"WORKER_CONCURRENCY": "many"},
+        {"WORKER_SHUTDOWN_TIMEOUT_S": "-1"},
+    ):
+        with pytest.raises(SettingsError):
+            ProcessSettings.from_env(bad)
+
+
 def test_the_compose_commands_export_over_otlp(settings: Settings, tmp_path: Path) -> None:
-    """The API and a worker started as compose.yaml starts them, with
+    """The API and a worker started as compose.yaml starts them (the worker:
+    ``queue-core worker examples.app.worker:workers``), with
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` set: traces, metrics and logs arrive over OTLP/HTTP,
-    and each process still serves /metrics."""
+    each process still serves /metrics, and the worker's probe answers /livez."""
     api_port, api_metrics, worker_metrics = free_port(), free_port(), free_port()
+    health_port = free_port()
     with OtlpReceiver() as receiver:
         env = clean_env(
             REDIS_URL=settings.redis_url,
@@ -409,11 +431,13 @@ def test_the_compose_commands_export_over_otlp(settings: Settings, tmp_path: Pat
             "api",
         )  # fmt: skip
         worker = Process(
-            [sys.executable, "-m", "examples.app.worker", "--queues", "emails"],
-            {**env, "OTEL_SERVICE_NAME": "worker", "METRICS_PORT": str(worker_metrics)},
+            [sys.executable, "-m", "queue_core", "worker", "examples.app.worker:workers",
+             "--health-port", str(health_port), "--health-host", "127.0.0.1"],
+            {**env, "OTEL_SERVICE_NAME": "worker", "METRICS_PORT": str(worker_metrics),
+             "WORKER_QUEUES": "emails"},
             tmp_path,
             "worker",
-        )
+        )  # fmt: skip
         processes = (api, worker)
 
         def check() -> None:
@@ -476,6 +500,9 @@ def test_the_compose_commands_export_over_otlp(settings: Settings, tmp_path: Pat
             assert {p.attributes["messaging.destination.name"] for p in depth} == set(QUEUES)
             scraped = httpx.get(f"http://127.0.0.1:{worker_metrics}/metrics").text
             assert "messaging_process_duration_seconds_bucket" in scraped
+            live = httpx.get(f"http://127.0.0.1:{health_port}/livez")
+            assert live.status_code == 200, live.text
+            assert [w["queue"] for w in live.json()["workers"]] == ["emails"]
         finally:
             for process in processes:
                 assert process.terminate() in (0, -signal.SIGTERM), process.describe()

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import redis.asyncio
 import structlog
-from structlog.testing import capture_logs
 
 from queue_core import (
     DelayedError,
@@ -32,6 +31,7 @@ from queue_core import (
 )
 from queue_core.hooks import GLOBAL_HOOKS, HookRegistry
 from tests.conftest import wait_counts, wait_for
+from tests.log_capture import capture_logs
 
 
 class Tracing(Hook):

@@ -73,6 +73,7 @@ CHILD = textwrap.dedent(
     modules = sorted(
         info.name
         for info in pkgutil.walk_packages(queue_core.__path__, "queue_core.")
+        if info.name != "queue_core.__main__"  # runs the command line when imported
     )
     for module in modules:
         importlib.import_module(module)

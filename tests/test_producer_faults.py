@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from structlog.testing import capture_logs
 
 from queue_core import (
     InvalidOptionError,
@@ -19,6 +18,7 @@ from queue_core import (
     SyncQueue,
     Worker,
 )
+from tests.log_capture import capture_logs
 from tests.redis_server import RedisServer
 
 

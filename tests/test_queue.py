@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from structlog.testing import capture_logs
 
 from queue_core import (
     InvalidOptionError,
@@ -20,6 +19,7 @@ from queue_core import (
     RedisUnavailableError,
     SerializationError,
 )
+from tests.log_capture import capture_logs
 from tests.redis_server import RedisServer, free_port
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from tests.redis_server import RedisServer
@@ -119,3 +120,23 @@ def test_the_recurring_jobs_example_runs_as_written() -> None:
         "runs 3 next None",
         "removed True",
     ]
+
+
+def test_the_testing_example_passes_under_pytest(tmp_path: Path) -> None:
+    """The block of "Testing your jobs" is a test file: pytest runs it, with queue_core's
+    plugin (by its entry point, else -p), in a project of its own (strict asyncio mode)."""
+    (code,) = section_blocks("Testing your jobs")
+    (tmp_path / "test_emails.py").write_text(code)
+    installed = any(ep.value == "queue_core.pytest_plugin" for ep in entry_points(group="pytest11"))
+    plugin = [] if installed else ["-p", "queue_core.pytest_plugin"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *plugin, "-p", "no:hypothesispytest", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout

@@ -4,7 +4,9 @@
   ``POST /images``, ``POST /reports``, ``POST /webhooks``, a deliberately flaky webhook
   receiver (``POST /hooks/receive/{target}``), ``GET /queues``, ``GET /healthz``.
 - ``examples.app.jobs``: the processors of the five queues.
-- ``examples.app.worker``: ``python -m examples.app.worker --queues emails,webhooks``.
+- ``examples.app.worker``: ``queue-core worker examples.app.worker:workers`` (a factory
+  of the Workers of ``$WORKER_QUEUES``), or ``python -m examples.app.worker --queues
+  emails,webhooks``.
 - ``examples.app.loadgen``: steady traffic against the API.
 - ``examples.app.telemetry``: OpenTelemetry set-up shared by the API and the workers.
 

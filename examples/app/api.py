@@ -64,7 +64,7 @@ from examples.app.config import (
     Settings,
 )
 from examples.app.telemetry import Telemetry, setup_telemetry
-from examples.app.users import EMAIL_INDEX, user_key
+from examples.app.users import email_index, user_key
 from queue_core import Backoff, Job, Queue, QueueError
 
 __all__ = ["create_app", "default_app"]
@@ -153,8 +153,9 @@ router = APIRouter()
 async def create_user(new: NewUser, response: Response, app: State) -> dict[str, Any]:
     email = new.email.lower()
     user_id = uuid.uuid4().hex[:12]
-    if not await app.redis.hsetnx(EMAIL_INDEX, email, user_id):
-        existing = await app.redis.hget(EMAIL_INDEX, email)
+    prefix = app.settings.key_prefix
+    if not await app.redis.hsetnx(email_index(prefix), email, user_id):
+        existing = await app.redis.hget(email_index(prefix), email)
         if existing is None:  # removed between the two calls
             raise HTTPException(409, "signup raced with a deletion; try again")
         user_id = str(existing)
@@ -166,7 +167,7 @@ async def create_user(new: NewUser, response: Response, app: State) -> dict[str,
             "name": new.name,
             "created_at": _now(),
         }
-        await app.redis.hset(user_key(user_id), mapping=created)
+        await app.redis.hset(user_key(prefix, user_id), mapping=created)
     # Stable job ids: a retried request (or a repeated signup) enqueues nothing twice.
     welcome = await app.queues[EMAILS].add(
         WELCOME_EMAIL,
@@ -195,7 +196,7 @@ async def create_user(new: NewUser, response: Response, app: State) -> dict[str,
 
 @router.get("/users/{user_id}")
 async def get_user(user_id: str, app: State) -> dict[str, str]:
-    user = await app.redis.hgetall(user_key(user_id))
+    user = await app.redis.hgetall(user_key(app.settings.key_prefix, user_id))
     if not user:
         raise HTTPException(404, f"no user {user_id}")
     return {str(k): str(v) for k, v in user.items()}
@@ -249,7 +250,7 @@ async def _receiver_status(app: AppState, target: str, delivery: str) -> int:
     if target.startswith("down-"):
         return 503
     if target.startswith("flaky-"):
-        key = f"app:hooks:attempts:{delivery}"
+        key = f"{app.settings.key_prefix}:app:hooks:attempts:{delivery}"
         seen = int(await app.redis.incr(key))
         await app.redis.expire(key, RECEIVER_MEMORY_S)
         if seen <= FLAKY_FAILURES:
@@ -272,7 +273,7 @@ async def receive_hook(
     result = "rejected"
     if status == 200:
         # Idempotent receipt: a delivery seen before is acknowledged, not applied twice.
-        key = f"app:hooks:received:{delivery}"
+        key = f"{app.settings.key_prefix}:app:hooks:received:{delivery}"
         first = await app.redis.set(key, "1", nx=True, ex=RECEIVER_MEMORY_S)
         result = "accepted" if first else "duplicate"
     app.receiver_stats.setdefault(target, Counter())[status] += 1
@@ -325,7 +326,9 @@ def create_app(settings: Settings | None = None, telemetry: Telemetry | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        queues = {name: Queue(name, redis=chosen.redis_url) for name in QUEUES}
+        queues = {
+            name: Queue(name, redis=chosen.redis_url, prefix=chosen.key_prefix) for name in QUEUES
+        }
         users = redis.asyncio.Redis.from_url(chosen.redis_url, decode_responses=True)
         app.state.app = AppState(chosen, queues, users)
         log.info("api_started", queues=list(QUEUES))

@@ -7,6 +7,7 @@ service and the demo:
 | variable | meaning | default |
 |---|---|---|
 | ``REDIS_URL`` | the Redis of the queues and of the users | ``redis://127.0.0.1:6379/0`` |
+| ``KEY_PREFIX`` | prefix of the app's keys: ``<prefix>:{emails}:*``, ``<prefix>:app:*`` | ``qc`` |
 | ``METRICS_PORT`` | port of this process's ``/metrics`` (0: none) | 9464 |
 | ``METRICS_HOST`` | address ``/metrics`` listens on | ``0.0.0.0`` |
 | ``WEBHOOK_RECEIVER_URL`` | base URL webhooks are delivered to | the API's own ``/hooks/receive`` |
@@ -59,6 +60,7 @@ WEEKLY_REPORT_SCHEDULER: Final = "weekly-report"
 CLEANUP_SCHEDULER: Final = "cleanup"
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_KEY_PREFIX: Final = "qc"  # queue_core's default prefix
 DEFAULT_METRICS_PORT: Final = 9464
 
 
@@ -76,6 +78,14 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
         raise SettingsError(f"{name} must be a number, not {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low:g} and {high:g}, not {raw}")
+    return value
+
+
+def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
+    """What queue_core accepts as a prefix: 1 to 64 characters, no braces."""
+    value = env.get(name, "").strip() or default
+    if len(value) > 64 or "{" in value or "}" in value:
+        raise SettingsError(f"{name} must be 1 to 64 characters without braces, not {value!r}")
     return value
 
 
@@ -99,6 +109,7 @@ def _zone(env: Mapping[str, str], name: str, default: str) -> str:
 @dataclass(frozen=True)  # no slots: from_env reads the defaults off the class
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL
+    key_prefix: str = DEFAULT_KEY_PREFIX
     metrics_port: int = DEFAULT_METRICS_PORT
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from other containers
     webhook_receiver_url: str | None = None
@@ -118,6 +129,7 @@ class Settings:
         receiver = env.get("WEBHOOK_RECEIVER_URL", "").strip().rstrip("/")
         return cls(
             redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
+            key_prefix=_prefix(env, "KEY_PREFIX", cls.key_prefix),
             metrics_port=int(_number(env, "METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535)),
             metrics_host=env.get("METRICS_HOST", "").strip() or cls.metrics_host,
             webhook_receiver_url=receiver or None,

@@ -57,7 +57,7 @@ from examples.app.config import (
     WELCOME_EMAIL,
     Settings,
 )
-from examples.app.users import EMAIL_INDEX, user_key
+from examples.app.users import email_index, user_key
 from queue_core import Job, Processor, Queue, UnrecoverableError
 
 __all__ = [
@@ -158,7 +158,7 @@ class Jobs:
     async def _send_once(self, job: Job, field_name: str, what: str) -> dict[str, Any]:
         """Send an email to the job's user unless ``field_name`` says it was sent."""
         user_id = str(job.data["user_id"])
-        key = user_key(user_id)
+        key = user_key(self.settings.key_prefix, user_id)
         user = await self.redis.hgetall(key)
         if not user:
             if job.name == SIGNUP_REMINDER:  # the user left before the reminder was due
@@ -227,7 +227,7 @@ class Jobs:
             rows.extend(chunk)
             digest.update(repr(chunk).encode())
             await job.update_progress(round(100 * last / days))
-        users = await self.redis.hlen(EMAIL_INDEX)
+        users = await self.redis.hlen(email_index(self.settings.key_prefix))
         log.info("report_built", kind=kind, days=days, rows=len(rows))
         return {
             "kind": kind,
@@ -248,7 +248,9 @@ class Jobs:
         grace = float(data.get("grace_s", self.settings.cleanup_grace))
         by_queue: dict[str, dict[str, int]] = {}
         for name in QUEUES:
-            async with Queue(name, redis=self.settings.redis_url) as queue:
+            async with Queue(
+                name, redis=self.settings.redis_url, prefix=self.settings.key_prefix
+            ) as queue:
                 for state in CLEANED_STATES:
                     removed = len(await queue.clean(state, grace, limit=CLEANUP_LIMIT))
                     if removed:

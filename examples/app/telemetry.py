@@ -202,7 +202,11 @@ def setup_telemetry(
     instrumentor = QueueInstrumentor()
     options: dict[str, Any] = {}
     if observe_queues:
-        options.update(observe_queues=list(observe_queues), observe_redis_url=settings.redis_url)
+        options.update(
+            observe_queues=list(observe_queues),
+            observe_redis_url=settings.redis_url,
+            observe_prefix=settings.key_prefix,
+        )
     instrumentor.instrument(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,

@@ -40,10 +40,10 @@ import pytest
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
-from structlog.testing import capture_logs
 
 from queue_core import Hook, Job, JobEvent, Queue, Worker
 from queue_core.keys import QueueKeys
+from tests.log_capture import capture_logs
 from tests.redis_server import RedisCluster
 
 LETTERS = ("A", "B", "C")  # A's master is killed; B and C live on healthy masters

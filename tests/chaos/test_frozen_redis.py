@@ -24,7 +24,6 @@ from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from queue_core import (
     Hook,
@@ -38,6 +37,7 @@ from queue_core import (
     Worker,
 )
 from tests.conftest import wait_counts, wait_for
+from tests.log_capture import capture_logs
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.chaos

@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from structlog.testing import capture_logs
 
 from queue_core import (
     Hook,
@@ -44,6 +43,7 @@ from queue_core import (
     SyncQueue,
     Worker,
 )
+from tests.log_capture import capture_logs
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.chaos

@@ -51,8 +51,12 @@ class AutoRun:
     def redis_spans(self) -> list[ReceivedSpan]:
         return [s for s in self.spans() if s.scope == REDIS_SCOPE]
 
-    def logs(self, body: str) -> list[ReceivedLog]:
-        return [r for r in self.receiver.logs() if r.body == body]
+    def logs(self, event: str) -> list[ReceivedLog]:
+        """Records of ``event``: structlog lines have it as their body; queue_core's
+        (logging records, exported by OpenTelemetry's logging handler) as an attribute."""
+        return [
+            r for r in self.receiver.logs() if r.body == event or r.attributes.get("event") == event
+        ]
 
     def by_job(self, name: str) -> dict[str, ReceivedSpan]:
         spans = self.queue_spans(name)

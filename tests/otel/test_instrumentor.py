@@ -6,7 +6,6 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 
 import pytest
-from structlog.testing import capture_logs
 
 from queue_core import Queue, Worker
 from queue_core.hooks import GLOBAL_HOOKS
@@ -18,6 +17,7 @@ from queue_otel.metrics import MetricsHook
 from queue_otel.settings import ENV
 from queue_otel.tracing import TracingHook
 from tests.conftest import wait_counts
+from tests.log_capture import capture_logs
 from tests.otel.conftest import Telemetry
 
 
@@ -70,6 +70,7 @@ def test_settings_from_keywords_then_environment() -> None:
         ENV["propagate_baggage"]: "true",
         ENV["new_trace_after"]: "60",
         ENV["observe_queues"]: "emails, images,",
+        ENV["observe_prefix"]: "qc-demo",
         ENV["suppress_internal"]: "off",
     }
     settings = Settings.load({}, environ)
@@ -78,6 +79,7 @@ def test_settings_from_keywords_then_environment() -> None:
         propagate_baggage=True,
         new_trace_after=60.0,
         observe_queues=("emails", "images"),
+        observe_prefix="qc-demo",
         suppress_internal=False,
     )
     assert Settings.load({"trace_mode": "parent"}, environ).trace_mode == "parent"

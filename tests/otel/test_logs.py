@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable, Iterator
 
 import pytest
 import structlog
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.instrumentation.structlog import StructlogInstrumentor
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
@@ -15,6 +17,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from queue_core import Job, Queue, Worker, configure_logging
 from queue_otel import add_trace_context
 from tests.conftest import wait_counts
+from tests.log_capture import restored_logging
 from tests.otel.conftest import Telemetry
 
 
@@ -23,9 +26,9 @@ def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """queue_core's JSON logging, captured."""
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
-    configure_logging("json")
-    yield stream
-    structlog.reset_defaults()
+    with restored_logging():
+        configure_logging("json")
+        yield stream
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
@@ -101,6 +104,8 @@ async def test_otlp_log_export_once_per_line(
     (attempt,) = telemetry.spans(f"process {queue.name}")
     records = [r for r in exporter.get_finished_logs() if r.log_record.body == "resizing"]
     assert len(records) == 1
+    (started,) = [r for r in exporter.get_finished_logs() if r.log_record.body == "worker_started"]
+    assert dict(started.log_record.attributes or {})["queue"] == queue.name
     record = records[0].log_record
     assert record.trace_id == attempt.context.trace_id
     assert record.span_id == attempt.context.span_id
@@ -122,20 +127,57 @@ async def test_no_second_export_when_the_structlog_instrumentation_is_on(
     provider, exporter = log_records
     monkeypatch.setattr("sys.stderr", io.StringIO())
     structlog_instrumentor = StructlogInstrumentor()
-    structlog_instrumentor.instrument(logger_provider=provider)
-    try:
-        configure_logging("json")  # the structlog instrumentation adds its processor here
-        instrument(logger_provider=provider, export_logs=True)  # must not add another
-        log = structlog.get_logger("app")
+    with restored_logging():
+        structlog_instrumentor.instrument(logger_provider=provider)
+        try:
+            configure_logging("json")  # the structlog instrumentation adds its processor here
+            instrument(logger_provider=provider, export_logs=True)  # must not add another
+            log = structlog.get_logger("app")
 
-        async def process(job: Job) -> None:
-            log.info("exported once")
+            async def process(job: Job) -> None:
+                log.info("exported once")
 
-        await queue.add("x")
-        async with make_worker(process):
-            await wait_counts(queue, completed=1)
-    finally:
-        structlog_instrumentor.uninstrument()
-        structlog.reset_defaults()
+            await queue.add("x")
+            async with make_worker(process):
+                await wait_counts(queue, completed=1)
+        finally:
+            structlog_instrumentor.uninstrument()
     bodies = [r.log_record.body for r in exporter.get_finished_logs()]
     assert bodies.count("exported once") == 1
+    # queue_core's own lines are logging records, which the structlog instrumentation
+    # never sees: the instrumentor exports them.
+    assert bodies.count("worker_started") == 1
+
+
+async def test_no_second_export_when_a_logging_handler_exports(
+    instrument: Callable[..., Telemetry],
+    log_records: tuple[LoggerProvider, InMemoryLogRecordExporter],
+    make_worker: Callable[..., Worker],
+    queue: Queue,
+) -> None:
+    """queue_core's lines are logging records: OpenTelemetry's logging handler (what
+    opentelemetry-instrumentation-logging puts on the root logger) exports them, and the
+    instrumentor does not export them again."""
+    provider, exporter = log_records
+    instrument(logger_provider=provider, export_logs=True)
+    root, queue_core = logging.getLogger(), logging.getLogger("queue_core")
+    handler, level = LoggingHandler(logger_provider=provider), queue_core.level
+    root.addHandler(handler)
+    queue_core.setLevel(logging.INFO)
+    try:
+
+        async def process(job: Job) -> None:
+            pass
+
+        async with make_worker(process):
+            pass
+    finally:
+        root.removeHandler(handler)
+        queue_core.setLevel(level)
+    (started,) = [
+        r.log_record
+        for r in exporter.get_finished_logs()
+        if "worker_started" in (r.log_record.body, dict(r.log_record.attributes or {}).get("event"))
+    ]
+    assert dict(started.attributes or {})["queue"] == queue.name
+    assert str(started.body).startswith("worker_started ")  # the handler's: the message

@@ -161,6 +161,20 @@ async def test_stalls_are_counted(
     assert telemetry.total(sc.CONSUMED_MESSAGES, interrupted) == 1
 
 
+async def test_the_observer_reads_queues_under_another_prefix(
+    instrument: Callable[..., Telemetry], queue_name: str, redis_url: str
+) -> None:
+    telemetry = instrument(
+        observe_queues=[queue_name], observe_redis_url=redis_url, observe_prefix="qc-demo"
+    )
+    async with Queue(queue_name, redis=redis_url, prefix="qc-demo") as demo:
+        await demo.add("a")
+        await demo.add("b")
+    await asyncio.sleep(0.3)
+    depth = {p.attributes[sc.JOB_STATE]: p.value for p in telemetry.points(sc.QUEUE_DEPTH)}
+    assert depth["waiting"] == 2
+
+
 async def test_queue_depth_and_oldest_age_from_one_observer(
     instrument: Callable[..., Telemetry], queue: Queue, redis_url: str
 ) -> None:

@@ -285,9 +285,10 @@ def listening_ports() -> dict[str, set[int]]:
     for app in ("api", "worker"):
         env = environment(svc[app])
         found = {int(env["METRICS_PORT"])} if "METRICS_PORT" in env else set()
-        http_port = flag_value(command_args(svc[app]), "--port")
-        if http_port:
-            found.add(int(http_port))
+        for flag in ("--port", "--health-port"):  # uvicorn's; queue-core worker's probe
+            port = flag_value(command_args(svc[app]), flag)
+            if port:
+                found.add(int(port))
         ports[app] = found
     return ports
 
