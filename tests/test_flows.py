@@ -467,3 +467,29 @@ async def test_a_sync_queue_reads_a_flow_and_its_dependencies(
         assert (mid.ref, mid.status) == (flow.children[0].job.ref, "pending")
         assert parents.get_dependencies(flow.children[0].children[0].job.id) == []
         assert parents.get_flow("no-such-job") is None
+
+
+async def test_a_parent_whose_record_is_corrupt_is_quarantined_not_left_waiting(
+    producer: FlowProducer,
+    names: tuple[str, str],
+    make_worker: Callable[..., Worker],
+    redis_url: str,
+) -> None:
+    """A parent is never fetched while it waits, so no worker would meet its corrupt
+    record: the delivery of its child's outcome quarantines it (failed, CorruptJobError)."""
+    albums, images = names
+    flow = await producer.add(_node(albums, "root", _node(images, "a")))
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await raw.hset(f"qc:{{{albums}}}:state", flow.job.id, "{not json")
+    finally:
+        await raw.aclose()
+    runs = Runs()
+    await _start(make_worker, names, runs)
+    parents = producer.queue(albums)
+    await wait_for(lambda: _state(parents, flow.job.id, JobState.FAILED), what="quarantine")
+    job = await parents.get_job(flow.job.id)
+    assert job is not None and job.error_type == "CorruptJobError"
+    assert job.corrupt_record == b"{not json"
+    assert (await parents.get_counts())["waiting_children"] == 0
+    assert runs.runs == {"a": 1}  # the child ran; the corrupt parent never did

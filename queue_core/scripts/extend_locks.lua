@@ -8,7 +8,7 @@ is quarantined (moved to failed with a CorruptJobError) and reported as lost. A 
 job with a cancel request (`cxr`) is reported too: the worker stops it even if the
 pub/sub message of queue.cancel never reached it (e.g. sent during a reconnect).
 
-KEYS: jobs state errors wait active delayed failed corrupt events meta
+KEYS: jobs state errors wait active delayed failed corrupt events meta children
 
 ARGV:
   1  lock duration in ms (the new deadline is now + this)

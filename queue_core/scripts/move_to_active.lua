@@ -2,7 +2,7 @@
 move_to_active: promote due delayed jobs, then move up to N ready jobs from wait to
 active, each under a fresh lock, within the queue's rate limit.
 
-KEYS: meta jobs state errors wait active delayed failed marker limiter corrupt events schedulers
+KEYS: meta jobs state errors wait active delayed failed marker limiter corrupt events schedulers children
 
 ARGV:
   1  N, the most jobs to take

@@ -5,7 +5,7 @@ completed set, then fetches up to N next jobs in the same call. A job with a can
 request (`cxr`, queue.cancel) still completes: the work was done and its result is kept;
 the request is dropped.
 
-KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker limiter corrupt dedup events schedulers deps depout outbox outboxat
+KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker limiter corrupt dedup events schedulers deps depout outbox outboxat children
 
 ARGV:
   1     job id

@@ -5,7 +5,7 @@ RateLimitError (does not; the job goes first when it is due, and a manual rate l
 every worker of the queue). A due time in the past makes the job ready at once. A job
 with a cancel request (`cxr`) is failed as cancelled instead, never retried (status 4).
 
-KEYS: meta jobs state results errors progress logs wait active delayed failed marker limiter corrupt dedup events schedulers deps depout outbox outboxat
+KEYS: meta jobs state results errors progress logs wait active delayed failed marker limiter corrupt dedup events schedulers deps depout outbox outboxat children
 
 ARGV:
   1      job id

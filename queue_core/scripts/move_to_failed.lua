@@ -4,7 +4,7 @@ error, moves the job from active to failed (the dead-letter set) or removes it p
 retention, trims the failed set, then fetches up to N next jobs in the same call. A job
 with a cancel request (`cxr`) fails as cancelled whatever the error (status 4).
 
-KEYS: meta jobs state results errors progress logs wait active delayed failed marker limiter corrupt dedup events schedulers deps depout outbox outboxat
+KEYS: meta jobs state results errors progress logs wait active delayed failed marker limiter corrupt dedup events schedulers deps depout outbox outboxat children
 
 ARGV:
   1     job id

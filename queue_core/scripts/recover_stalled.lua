@@ -6,7 +6,7 @@ cleared, so the worker that lost the job can no longer settle it. A job whose re
 corrupt is quarantined (failed, CorruptJobError); one of a newer format is left to the
 newer workers. A job with a cancel request (`cxr`) is failed as cancelled, not requeued.
 
-KEYS: meta jobs state results errors progress logs wait active delayed failed marker corrupt dedup events deps depout outbox outboxat
+KEYS: meta jobs state results errors progress logs wait active delayed failed marker corrupt dedup events deps depout outbox outboxat children
 
 ARGV:
   1  max stalled count: a job may stall this many times and still be retried

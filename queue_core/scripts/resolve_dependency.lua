@@ -8,7 +8,7 @@ in turn tells its own parent. A plain failure keeps the parent waiting, the fail
 visible, until the child is retried or removed. Delivering an outcome again changes
 nothing; a later outcome of the same child (it was retried) replaces the earlier one.
 
-KEYS: meta jobs state results errors progress logs wait active failed marker corrupt events dedup children deps depout outbox outboxat
+KEYS: meta jobs state results errors progress logs wait active failed marker corrupt events dedup children deps depout outbox outboxat delayed
 
 ARGV:
   1  the parent's id
@@ -22,20 +22,26 @@ ARGV:
 
 Returns: {status, pending}: status 0 the parent is gone or is not this child's parent
 (nothing changed), 1 recorded, 2 recorded and the parent is now waiting, 3 recorded and
-the parent failed; pending: the parent's children still pending.
+the parent failed (or, its record corrupt, was quarantined); pending: the parent's children still pending.
 ]]
 --@include now_ms
 --@include wait_score
 --@include record
 --@include finish
 --@include events
+--@include quarantine
 
 local pid, ref, kind, policy = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local etype, emsg, value = ARGV[5], ARGV[6], ARGV[7]
 local ok_headers, headers = pcall(cjson.decode, ARGV[8])
-local rec = read_record(K, pid)
+local rec, why = read_record(K, pid)
 if not rec then
-  return {0, 0} -- gone (removed, trimmed), or corrupt or newer: left to what reads it
+  if why and redis.call('HEXISTS', K.jobs, pid) == 1 then
+    -- Corrupt: it would wait for ever, never fetched; it fails, visible, instead.
+    quarantine(K, pid, why, now_ms())
+    return {3, 0}
+  end
+  return {0, 0} -- gone (removed, trimmed), or newer: left to what reads it
 end
 local is_child = false
 for _, child in ipairs(children_of(K, pid)) do

@@ -10,6 +10,7 @@ local function quarantine(K, id, reason, now)
   redis.call('ZREM', K.wait, id)
   redis.call('ZREM', K.active, id)
   redis.call('ZREM', K.delayed, id)
+  redis.call('ZREM', K.children, id) -- a flow parent that waited for its children
   local raw = redis.call('HGET', K.state, id)
   if raw then
     redis.call('HSET', K.corrupt, id, raw)
