@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -173,8 +173,8 @@ class FlowProducer:
         return replies
 
     async def _undo(self, added: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Remove the jobs of a half-added flow, children first; cancel those that run.
-        Returns those it could not remove."""
+        """Remove the jobs of a half-added flow, children first; cancel those that run
+        (each action delivers its own outbox). Returns those it could not remove."""
         left: list[tuple[str, str]] = []
         for queue_name, job_id in reversed(added):
             queue = self.queue(queue_name)
@@ -186,10 +186,7 @@ class FlowProducer:
                         await queue.cancel(job_id, "its flow could not be added")
             except Exception:
                 left.append((queue_name, job_id))
-        with suppress(Exception):
-            for queue_name in {q for q, _ in added}:
-                await self.queue(queue_name).deliver_outbox()
-        return left
+        return left  # remove_job and cancel delivered what they wrote to the outbox
 
     async def get_flow(self, queue: str, job_id: str) -> FlowJob | None:
         """The tree below a job, each job with its state (see ``Queue.get_flow``)."""

@@ -91,14 +91,19 @@ def test_the_operating_examples_run_as_written() -> None:
         server.cleanup()
 
 
-def test_the_flows_example_runs_as_written() -> None:
-    (code,) = section_blocks("Flows")
+def run_section(name: str) -> list[str]:
+    """The output lines (log lines left out) of a section's one block, on its own Redis."""
+    (code,) = section_blocks(name)
     server = RedisServer().start()
     try:
         lines = run(code, server.url).splitlines()
     finally:
         server.cleanup()
-    assert [line for line in lines if not LOG_LINE.match(line)] == [
+    return [line for line in lines if not LOG_LINE.match(line)]
+
+
+def test_the_flows_example_runs_as_written() -> None:
+    assert run_section("Flows") == [
         "waiting_children waiting waiting",
         "album of 2: tiles at 800px, tram at 800px",
         "albums album completed",
@@ -108,13 +113,7 @@ def test_the_flows_example_runs_as_written() -> None:
 
 
 def test_the_recurring_jobs_example_runs_as_written() -> None:
-    (code,) = section_blocks("Recurring jobs")
-    server = RedisServer().start()
-    try:
-        lines = run(code, server.url).splitlines()
-    finally:
-        server.cleanup()
-    assert [line for line in lines if not LOG_LINE.match(line)] == [
+    assert run_section("Recurring jobs") == [
         "cleanup 0:00:00.500000 UTC",
         "weekly-report 0 8 * * MON Europe/Paris",
         "runs 3 next None",
