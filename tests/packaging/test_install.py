@@ -1,8 +1,9 @@
 """The package as a user gets it: the sdist, the wheel built from it, and that wheel installed
 into fresh virtualenvs with the pip each Python ships (``python -m venv``, never upgraded).
 
-For every Python 3.11-3.13 found on the machine: the wheel bare, with ``[otel]``, and with
-``[otel]`` into a virtualenv that already has the newest OpenTelemetry API and SDK; each
+For every Python 3.11-3.13 found on the machine: the wheel bare, with ``[otel]``, with
+``[otel]`` into a virtualenv that already has the newest OpenTelemetry API and SDK, and with
+every extra at once; each
 must resolve, downgrade nothing that was there and leave ``pip check`` clean. The installs
 need PyPI and run in parallel; deselect them with ``-m "not packaging"``.
 """
@@ -31,9 +32,17 @@ pytestmark = [pytest.mark.packaging, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHONS = ("3.11", "3.12", "3.13")
-SCENARIOS = ("bare", "otel", "otel-over-newest")
-# Each install costs pip ~30 s of CPU: the bare one (a subset of [otel]) on 3.11 only.
-SKIPPED = {("3.12", "bare"), ("3.13", "bare")}
+SCENARIOS = ("bare", "otel", "otel-over-newest", "every-extra")
+# Each install costs pip ~30 s of CPU: the bare one (a subset of [otel]) on 3.11 only, and
+# every extra at once on the oldest bundled pip (3.11's 23.2, whose resolver mishandled
+# overlapping extras) and the newest.
+SKIPPED = {("3.12", "bare"), ("3.13", "bare"), ("3.12", "every-extra")}
+TARGETS = {
+    "bare": "",
+    "otel": "[otel]",
+    "otel-over-newest": "[otel]",
+    "every-extra": "[otel,otlp,structlog-bridge]",
+}
 COMMAND_TIMEOUT = 600.0
 # The environment of a user's shell: no virtualenv of ours leaks into the new ones.
 ENV = {
@@ -126,6 +135,16 @@ IMPORTS = {
         "assert instrumentor.settings.export_logs is False\n"
         "instrumentor.uninstrument()\n"
     ),
+    # With the bridge installed, log export is on by default; the OTLP exporters import.
+    "every-extra": (
+        "import queue_otel\n"
+        "import opentelemetry.exporter.otlp.proto.grpc.trace_exporter\n"
+        "import opentelemetry.exporter.otlp.proto.http.trace_exporter\n"
+        "instrumentor = queue_otel.QueueInstrumentor()\n"
+        "instrumentor.instrument()\n"
+        "assert instrumentor.settings.export_logs is True\n"
+        "instrumentor.uninstrument()\n"
+    ),
 }
 
 
@@ -143,11 +162,10 @@ def install(python: str, executable: str, scenario: str, wheel: Path, root: Path
         if scenario == "otel-over-newest":
             run(py, *PIP_INSTALL, "opentelemetry-api", "opentelemetry-sdk")
         result.before = result.packages()
-        target = str(wheel) if scenario == "bare" else f"{wheel}[otel]"
-        run(py, *PIP_INSTALL, target)
+        run(py, *PIP_INSTALL, f"{wheel}{TARGETS[scenario]}")
         result.after = result.packages()
         result.check = run(py, "-m", "pip", "check", check=False)
-        code = IMPORTS["bare" if scenario == "bare" else "otel"]
+        code = IMPORTS["otel" if scenario == "otel-over-newest" else scenario]
         result.imports = run(py, "-c", code, check=False)
     except BaseException as exc:  # reported by the test of this scenario, not the fixture
         result.error = f"{type(exc).__name__}: {exc}"
