@@ -5,6 +5,8 @@
 #   worker:   queue-core worker examples.app.worker:workers --health-port 8081
 #             (the queue-core console script comes with the library)
 #   loadgen:  python -m examples.app.loadgen --api http://api:8000 --rate 5
+#   ui:       opentelemetry-instrument queue-core ui --host 0.0.0.0 --port 8080
+#             (the job browser; QUEUE_CORE_UI_TOKEN required off loopback)
 #
 # Environment (see examples/app/config.py, examples/app/telemetry.py and
 # examples/app/worker.py):
@@ -37,16 +39,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # The library with the OpenTelemetry extras the app uses (otlp: queue_otel and the OTLP
-# exporters; structlog-bridge: log lines over OTLP), then what the app needs besides.
+# exporters; structlog-bridge: log lines over OTLP) and the job browser (ui), then what the
+# app needs besides; the distro and the Starlette instrumentation serve the ui service,
+# which runs under opentelemetry-instrument.
 COPY pyproject.toml README.md LICENSE ./
 COPY queue_core/ queue_core/
 COPY queue_otel/ queue_otel/
-RUN pip install ".[otlp,structlog-bridge]" \
+RUN pip install ".[otlp,structlog-bridge,ui]" \
         "fastapi>=0.110" \
         "uvicorn>=0.29" \
         "httpx>=0.27" \
         "pillow>=10" \
-        "opentelemetry-instrumentation-fastapi>=0.66b0"
+        "opentelemetry-instrumentation-fastapi>=0.66b0" \
+        "opentelemetry-distro>=0.66b0" \
+        "opentelemetry-instrumentation-starlette>=0.66b0"
 
 COPY examples/ examples/
 RUN python -m compileall -q examples
@@ -54,6 +60,7 @@ RUN python -m compileall -q examples
 RUN useradd --system --uid 10001 --no-create-home app
 USER app
 
-# 8000: the API; 9464: /metrics of each process; 8081: a worker's /livez and /readyz.
-EXPOSE 8000 8081 9464
+# 8000: the API; 9464: /metrics of each process; 8081: a worker's /livez and /readyz;
+# 8080: the job browser.
+EXPOSE 8000 8080 8081 9464
 CMD ["uvicorn", "examples.app.api:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[otel,otlp,structlog-bridge,embedded]' --group dev
+	$(PY) -m pip install --quiet -e '.[otel,otlp,structlog-bridge,embedded,ui]' --group dev
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,9 +35,10 @@ test: lint typecheck pytest
 # each library gets its own venv under bench/.venvs; then queue_core's worker RSS and the
 # start-up of `queue-core worker` to its first job (bench/startup.py). The results replace
 # README.md's Benchmarks table; ARGS="--quick" for a smoke run, ARGS="--no-readme" to keep
-# README.md.
+# README.md. Then the job browser's server time (bench/ui_render.py: 50 queues, 100k jobs).
 bench: $(STAMP)
 	$(PY) -m bench.run --readme $(ARGS)
+	$(PY) -m bench.ui_render
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -9,8 +9,10 @@ under its own prefix, ``qc-demo`` (``KEY_PREFIX``, for its queues and its users)
 touches no other key. It starts by deleting what an earlier run left under that prefix
 (and says how many keys), so its summary counts its own jobs only. Then it starts, each
 as its own process: the API (uvicorn), workers for the five queues (``--workers`` of each
-kind), and the load generator. It prints where to look (the API, every ``/metrics``, the
-trace and log files, or the OTLP endpoint when ``$OTEL_EXPORTER_OTLP_ENDPOINT`` is set),
+kind), and the load generator; and, in its own process, the job browser
+(``examples.demo_browser``). It prints where to look (the API, the job browser, every
+``/metrics``, the trace and log files, or the OTLP endpoint when
+``$OTEL_EXPORTER_OTLP_ENDPOINT`` is set),
 then a live summary per queue: counts by state from Redis (``get_stats``), rates and
 latency percentiles from the processes' ``/metrics`` (estimated from the histogram
 buckets, as Prometheus's ``histogram_quantile`` does), and the job schedulers of
@@ -77,6 +79,7 @@ from examples.app.config import (
     WELCOME_EMAIL,
 )
 from examples.app.worker import QUEUE_PLANS
+from examples.demo_browser import JobBrowser
 from examples.demo_redis import CHOICES, DemoRedis, choose_redis
 from queue_core import (
     Job,
@@ -707,6 +710,9 @@ class Demo:
         self.workers: list[Child] = []
         self.loadgen: Child | None = None
         self.problems: list[str] = []
+        self.browser = JobBrowser(
+            self.redis_url, DEMO_PREFIX, QUEUES, self.directory / "job-browser.log"
+        )
 
     # ------------------------------------------------------------------- signals
 
@@ -823,6 +829,10 @@ class Demo:
         assert self.api is not None
         assert self.loadgen is not None
         print(f"\nAPI: {self.api_url}  (try: curl -s {self.api_url}/queues)")
+        if self.browser.url:
+            print(f"Job browser: {self.browser.url}  (the demo's queues and jobs; loopback only)")
+        else:
+            print(f"Job browser: {self.browser.problem}")
         print(f"Processes (output of each in {self.directory}/<name>.log):")
         for child in self.children:
             extra = f"  metrics {child.metrics_url}" if child.metrics_url else ""
@@ -953,7 +963,13 @@ class Demo:
             self.telemetry_dir.mkdir(parents=True, exist_ok=True)
             since = self.redis_now()
             with self.signals_handled():
-                return self._run(queues, since)
+                # Up before the processes and down after the final summary: it lives as
+                # long as the demo does, and ends before a private Redis stops.
+                self.browser.start()
+                try:
+                    return self._run(queues, since)
+                finally:
+                    self.browser.stop()
         finally:
             for queue in queues.values():
                 queue.close()

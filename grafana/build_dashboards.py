@@ -32,6 +32,12 @@ Dashboards (uid: what it answers):
 
 Thresholds drawn on panels match the alert rules in ``prometheus/rules/queue_alerts.yml``
 (failure ratio 5 %, wait p95 30 s, waiting backlog 100 jobs).
+
+Every dashboard links to the job browser (``queue-core ui``, the compose service ``ui``),
+and panels by queue have data links to its queue pages (``<browser>/q/<queue>?state=...``).
+Its base URL is the hidden textbox variable ``job_browser``, by default compose's
+``http://localhost:8080``; ``?var-job_browser=https://...`` in a dashboard's URL (or its
+settings) points the links at another one.
 """
 
 from __future__ import annotations
@@ -82,6 +88,9 @@ TAG = "queue_core"
 FAILURE_RATIO_THRESHOLD = 0.05
 WAIT_P95_TARGET_S = 30.0
 BACKLOG_THRESHOLD = 100.0
+# The job browser: compose.yaml publishes it on 127.0.0.1:8080.
+JOB_BROWSER_VAR = "job_browser"
+JOB_BROWSER_URL = "http://localhost:8080"
 
 # ------------------------------------------------------------------------------ PromQL
 
@@ -229,8 +238,10 @@ def graph(
     height: int = 8,
     limit: float | None = None,
     stack: bool = False,
+    links: Sequence[dash.DashboardLink] = (),
 ) -> timeseries.Panel:
-    """A time series panel. ``limit`` draws a threshold line (dashed, red above it)."""
+    """A time series panel. ``limit`` draws a threshold line (dashed, red above it);
+    ``links``: data links of its series."""
     panel = (
         timeseries.Panel()
         .title(title)
@@ -257,6 +268,8 @@ def graph(
     )
     if stack:
         panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+    if links:
+        panel.data_links(list(links))
     if limit is None:
         panel.thresholds(BASE_THRESHOLDS)
     else:
@@ -277,6 +290,7 @@ def single(
     width: int = 4,
     steps: Sequence[tuple[float | None, str]] = ((None, "green"),),
     over_range: bool = False,
+    links: Sequence[dash.DashboardLink] = (),
 ) -> stat.Panel:
     """A stat panel: the latest value, with a sparkline; or, ``over_range``, one instant
     query whose expression covers the dashboard's time range (``$__range``)."""
@@ -295,6 +309,8 @@ def single(
         .text_mode(common.BigValueTextMode.VALUE)
         .thresholds(thresholds(*steps))
     )
+    if links:
+        panel.data_links(list(links))
     return with_targets(panel, [target(expr, "", instant=over_range)])
 
 
@@ -382,8 +398,55 @@ def job_name_variable() -> dash.QueryVariable:
     )
 
 
+def job_browser_variable() -> dash.TextBoxVariable:
+    """The job browser's base URL, hidden: set it with ``?var-job_browser=...``."""
+    return (
+        dash.TextBoxVariable(JOB_BROWSER_VAR)
+        .label("Job browser")
+        .description("Base URL of the job browser (queue-core ui) that the links open.")
+        .default_value(JOB_BROWSER_URL)
+        .current(model.VariableOption(selected=True, text=JOB_BROWSER_URL, value=JOB_BROWSER_URL))
+        .hide(model.VariableHide.HIDE_VARIABLE)
+    )
+
+
+def job_browser_link(path: str = "/") -> dash.DashboardLink:
+    """The dashboard's link to the job browser (``path`` under its base URL)."""
+    return (
+        dash.DashboardLink("Job browser")
+        .type(model.DashboardLinkType.LINK)
+        .url(f"${{{JOB_BROWSER_VAR}}}{path}")
+        .icon("external link")
+        .tooltip("Queues and jobs in the job browser: retry, remove, open a job's trace")
+        .target_blank(True)
+    )
+
+
+def queue_page(queue: str, state: str | None = None, name: str | None = None) -> dash.DashboardLink:
+    """A data link to a queue's page in the job browser, jobs of ``state`` listed
+    (``queue`` and ``state`` are Grafana expressions, e.g. a series' label; ``name``: the
+    queue as the link's title shows it)."""
+    query = f"?state={state}" if state else ""
+    return (
+        dash.DashboardLink(f"{name or queue}: open in the job browser")
+        .url(f"${{{JOB_BROWSER_VAR}}}/q/{queue}{query}")
+        .target_blank(True)
+    )
+
+
+# The queue and state of a series, in a data link.
+SERIES_QUEUE = f"${{__field.labels.{QUEUE_LABEL}}}"
+SERIES_STATE = "${__field.labels.queue_core_job_state}"
+# The Queue dashboard's one queue, in a URL.
+THE_QUEUE = "${queue:percentencode}"
+
+
 def new_dashboard(
-    uid: str, title: str, description: str, variables: Sequence[dash.QueryVariable]
+    uid: str,
+    title: str,
+    description: str,
+    variables: Sequence[dash.QueryVariable],
+    browser_path: str = "/",
 ) -> dash.Dashboard:
     dashboard = (
         dash.Dashboard(title)
@@ -403,9 +466,11 @@ def new_dashboard(
             .include_vars(True)
             .keep_time(True)
         )
+        .link(job_browser_link(browser_path))
     )
     for variable in variables:
         dashboard.with_variable(variable)
+    dashboard.with_variable(job_browser_variable())
     return dashboard
 
 
@@ -483,6 +548,7 @@ def overview() -> dash.Dashboard:
                 )
             ],
             "suffix: jobs/s",
+            links=[queue_page(SERIES_QUEUE, "${__field.labels.queue_core_job_outcome}")],
         ),
         graph(
             "Enqueued vs finished per second, by queue",
@@ -540,6 +606,7 @@ def overview() -> dash.Dashboard:
             ],
             "none",
             width=8,
+            links=[queue_page(SERIES_QUEUE, SERIES_STATE)],
         ),
         graph(
             "Oldest waiting job, by queue",
@@ -552,6 +619,7 @@ def overview() -> dash.Dashboard:
             "s",
             width=8,
             limit=WAIT_P95_TARGET_S,
+            links=[queue_page(SERIES_QUEUE, "waiting")],
         ),
         graph(
             "Kept jobs: completed and failed sets",
@@ -565,6 +633,7 @@ def overview() -> dash.Dashboard:
             ],
             "none",
             width=8,
+            links=[queue_page(SERIES_QUEUE, SERIES_STATE)],
         ),
     )
 
@@ -609,6 +678,7 @@ def queue_detail() -> dash.Dashboard:
         "queue_core / Queue",
         "One queue in detail, per job name: outcomes, enqueues, latencies, retries, failures.",
         [queue_variable(multi=False), job_name_variable()],
+        browser_path=f"/q/{THE_QUEUE}",
     )
     q, j = QUEUE, JOB
     layout = Layout(dashboard)
@@ -616,6 +686,9 @@ def queue_detail() -> dash.Dashboard:
     def depth(state: str) -> str:
         matcher = f'queue_core_job_state="{state}"'
         return f"sum({sel(DEPTH, q, matcher)})"
+
+    def jobs(state: str | None) -> list[dash.DashboardLink]:
+        return [queue_page(THE_QUEUE, state, "${queue}")]
 
     layout.row("$queue now")
     layout.add(
@@ -632,13 +705,15 @@ def queue_detail() -> dash.Dashboard:
             depth("waiting"),
             "none",
             steps=((None, "green"), (BACKLOG_THRESHOLD, "orange")),
+            links=jobs("waiting"),
         ),
-        single("Active", "Jobs running.", depth("active"), "none"),
+        single("Active", "Jobs running.", depth("active"), "none", links=jobs("active")),
         single(
             "Delayed",
             "Jobs scheduled for later, or backing off before a retry.",
             depth("delayed"),
             "none",
+            links=jobs("delayed"),
         ),
         single(
             "Oldest waiting job",
@@ -653,6 +728,7 @@ def queue_detail() -> dash.Dashboard:
             depth("failed"),
             "none",
             steps=((None, "green"), (1, "orange")),
+            links=jobs("failed"),
         ),
     )
 
@@ -668,6 +744,7 @@ def queue_detail() -> dash.Dashboard:
                 )
             ],
             "none",
+            links=jobs(SERIES_STATE),
         ),
         graph(
             "Oldest waiting job",
@@ -1079,6 +1156,7 @@ def failures() -> dash.Dashboard:
             "Retry or remove them once the cause is fixed.",
             [target(f"sum by ({QUEUE_LABEL}) ({failed_set})", "{{messaging_destination_name}}")],
             "none",
+            links=[queue_page(SERIES_QUEUE, "failed")],
         ),
         graph(
             "Failed set growth over the previous hour, by queue",
@@ -1091,6 +1169,7 @@ def failures() -> dash.Dashboard:
                 )
             ],
             "none",
+            links=[queue_page(SERIES_QUEUE, "failed")],
         ),
     )
 

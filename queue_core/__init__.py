@@ -51,10 +51,11 @@ from queue_core.hooks import (
     StalledEvent,
     WorkerErrorEvent,
     WorkerEvent,
+    acting_as,
     register_hook,
     unregister_hook,
 )
-from queue_core.job import Job, JobRef, JobState
+from queue_core.job import AttemptError, Job, JobRef, JobState
 from queue_core.log import (
     configure_logging,
     get_logger,
@@ -72,6 +73,7 @@ from queue_core.sync import SyncQueue
 from queue_core.worker import Processor, Worker
 
 __all__ = [
+    "AttemptError",
     "Backoff",
     "BackoffStrategy",
     "ClusterClientRequiredError",
@@ -140,6 +142,7 @@ __all__ = [
     "WorkerErrorEvent",
     "WorkerEvent",
     "WorkerInfo",
+    "acting_as",
     "configure_logging",
     "get_logger",
     "register_hook",

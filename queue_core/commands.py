@@ -245,7 +245,10 @@ _MAX_STACK_CHARS = 16_000
 def error_json(error: BaseException) -> str:
     """The stored form of a failed attempt's error (the ``errors`` hash)."""
     stack = "".join(traceback.format_exception(error))[-_MAX_STACK_CHARS:]
-    return json.dumps({"type": type(error).__name__, "message": str(error), "stack": stack})
+    # A lone surrogate (an undecodable file name, say) becomes "?": the scripts' cjson and
+    # orjson both refuse it, and the whole error would be unreadable.
+    fields = {"type": type(error).__name__, "message": str(error), "stack": stack}
+    return json.dumps({k: v.encode(errors="replace").decode() for k, v in fields.items()})
 
 
 def delay_args(

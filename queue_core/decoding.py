@@ -24,7 +24,7 @@ from queue_core.envelope import (
     decode_envelope,
 )
 from queue_core.errors import CorruptJobError, UnsupportedFormatError
-from queue_core.job import Job, JobBackend, JobRef, JobState, ms_to_datetime
+from queue_core.job import AttemptError, Job, JobBackend, JobRef, JobState, ms_to_datetime
 from queue_core.options import JobOptions
 from queue_core.serializer import Serializer
 
@@ -86,6 +86,7 @@ def job_from_wire(
             job.failed_reason = failure.get("message")
             job.error_type = failure.get("type")
             job.stacktrace = failure.get("stack") or None
+            job.errors = _attempt_errors(failure)
     job.corrupt_record = corrupt
     if parts.newer is not None:
         unsupported = UnsupportedFormatError(job_id, parts.newer, FORMAT_VERSION)
@@ -184,12 +185,53 @@ def snapshot_to_job(
 
 
 def _failure(raw: bytes) -> dict[str, Any]:
+    """A job's errors (scripts/includes/error_history.lua): the latest failure's error
+    with the earlier ones in ``prev``, or ``prev`` alone once the job completed or was
+    retried; older versions stored the latest error alone, without ``a``, ``t``, ``prev``."""
     failure = orjson.loads(raw)
-    if not isinstance(failure, dict) or not all(
-        isinstance(failure.get(k, ""), str) for k in ("type", "message", "stack")
+    _check_error(failure)
+    prev = failure.get("prev", [])
+    if not isinstance(prev, list):
+        raise MalformedError("its error history is not a list")
+    for entry in prev:
+        _check_error(entry)
+    return failure  # type: ignore[no-any-return]
+
+
+def _check_error(error: Any) -> None:
+    if not isinstance(error, dict) or not all(
+        isinstance(error.get(k, ""), str) for k in ("type", "message", "stack")
     ):
         raise MalformedError("not an object of strings type, message and stack")
-    return failure
+    attempt, at = error.get("a"), error.get("t")
+    if not (attempt is None or _is_int(attempt)) or not (at is None or _is_number(at)):
+        raise MalformedError("its error's attempt or time is not a number")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _attempt_errors(failure: dict[str, Any]) -> list[AttemptError]:
+    """Oldest first; the stored value itself is the latest error unless it is the
+    history alone (no type nor message: the job completed or was retried since)."""
+    entries = [*failure.get("prev", [])]
+    if "type" in failure or "message" in failure:
+        entries.append(failure)
+    return [
+        AttemptError(
+            attempt=entry.get("a"),
+            type=entry.get("type") or None,
+            message=entry.get("message") or "",
+            stack=entry.get("stack") or None,
+            failed_at=ms_to_datetime(entry.get("t")),
+        )
+        for entry in entries
+    ]
 
 
 class _Parts:

@@ -23,8 +23,9 @@ and worker in the process (``register_hook(hook)``), which is what instrumentati
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -51,11 +52,14 @@ __all__ = [
     "StalledEvent",
     "WorkerErrorEvent",
     "WorkerEvent",
+    "acting_as",
     "register_hook",
     "unregister_hook",
 ]
 
 _log = get_logger("queue_core.hooks")
+# Who acts (``acting_as``): read into each OperationEvent as it is made.
+_ACTOR: ContextVar[str | None] = ContextVar("queue_core_actor", default=None)
 
 Outcome = Literal[
     "completed",  # the job succeeded
@@ -144,7 +148,8 @@ class OperationEvent:
     from there). For ``upsert_scheduler``, hooks may write ``headers`` on entry: they are
     stored in the scheduler's runs, as ``around_enqueue`` hooks write an add's. ``count``
     is how many jobs the action changed. ``error`` is set when the action raised; nothing
-    was changed then.
+    was changed then. ``actor`` names who acted, when the caller said so with
+    ``acting_as`` (the job browser passes its signed-in user).
     """
 
     queue: str
@@ -152,6 +157,7 @@ class OperationEvent:
     job_id: str | None = None
     server_address: str | None = None
     server_port: int | None = None
+    actor: str | None = field(default_factory=_ACTOR.get)
     # Set before the "after" part runs:
     headers: Mapping[str, str] = field(default_factory=dict)
     count: int | None = None
@@ -432,3 +438,14 @@ async def notify(hooks: tuple[Notification, ...], event: Any) -> None:
                 await result
         except Exception:
             _log.exception("hook failed", hook=_hook_name(hook))
+
+
+@contextmanager
+def acting_as(actor: str | None) -> Iterator[None]:
+    """Operator actions inside the block name ``actor`` (``OperationEvent.actor``), so
+    hooks can record who retried, cancelled or paused."""
+    token = _ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from queue_core.errors import CorruptJobError, UnsupportedFormatError
     from queue_core.flows import Dependency
 
-__all__ = ["Job", "JobRef", "JobState"]
+__all__ = ["AttemptError", "Job", "JobRef", "JobState"]
 
 
 class JobState(StrEnum):
@@ -55,6 +55,24 @@ class JobRef:
         ):
             raise ValueError(f"not a job ref: {raw!r}")
         return cls(value[0], value[1])
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """The error of one failure of a job, as ``Job.errors`` lists them.
+
+    ``attempt`` is the attempt the failure ended, numbered as ``attempts_made`` counts
+    them (from 1, again after each ``retry_job``); None when it ended no attempt: the job
+    was cancelled while not running, stalled too often, was quarantined or failed by a
+    child, or the error was stored by an older queue_core (which kept no number nor
+    time). ``type`` is the error's class name and ``stack`` its formatted traceback (None
+    for errors raised by queue_core itself rather than by a processor)."""
+
+    attempt: int | None
+    type: str | None
+    message: str
+    stack: str | None
+    failed_at: datetime | None
 
 
 class JobBackend(Protocol):
@@ -108,6 +126,11 @@ class Job:
     to run (``retry_job``), which resets both. ``headers`` holds metadata written by
     enqueue hooks, such as trace context; it is never part of ``data``.
 
+    ``failed_reason``, ``error_type`` and ``stacktrace`` describe the latest failure, if
+    the job has not completed nor been retried by an operator since. ``errors`` lists the
+    error of each failure (``AttemptError``), oldest first, at most the last 10; they stay
+    when the job completes or an operator retries it.
+
     ``read_error`` is set only on jobs of a listing (``get_jobs``) whose stored data could
     not be read (``CorruptJobError``, ``UnsupportedFormatError``): the fields that could
     not be decoded keep their defaults. ``corrupt_record`` is the unreadable record of a
@@ -149,6 +172,7 @@ class Job:
     failed_reason: str | None = None
     error_type: str | None = None
     stacktrace: str | None = None
+    errors: list[AttemptError] = field(default_factory=list)
     read_error: CorruptJobError | UnsupportedFormatError | None = None
     corrupt_record: bytes | None = None
     deduplicated: bool = False

@@ -23,7 +23,9 @@ KEY_NAMES: Final = (
     "jobs",  # HASH   id -> envelope: JSON header line, then the serialized data
     "state",  # HASH  id -> JSON record of timestamps, counters, lock token, retention
     "results",  # HASH  id -> serialized return value
-    "errors",  # HASH   id -> JSON {type, message, stack} of the latest failed attempt
+    # HASH id -> JSON {type, message, stack, a, t, prev}: the latest failure's error, its
+    # attempt and time (ms), and up to 9 earlier errors (scripts/includes/error_history)
+    "errors",
     "progress",  # HASH id -> JSON progress value
     "logs",  # HASH   id -> JSON list of log lines
     "wait",  # ZSET   ready jobs, score = priority band + sequence

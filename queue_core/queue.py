@@ -419,8 +419,9 @@ class Queue(QueueSettings):
 
     async def retry_job(self, job_id: str) -> None:
         """Send a failed or completed job back to waiting, keeping its id (a stable
-        ``job_id`` can run again): its attempts, stalls and times are reset, its result,
-        error and progress removed; its data, options and logs stay. Raises
+        ``job_id`` can run again): its attempts, stalls and times are reset, its result
+        and progress removed; its data, options, logs and past errors (``Job.errors``)
+        stay, but it has no current error (``failed_reason``). Raises
         ``JobNotFoundError``, or ``JobStateError`` for a job that is waiting, active or
         delayed, or was quarantined as corrupt. Its dedup key is not taken again."""
         await self._operate(job_actions.retry(job_id, self.name))

@@ -42,6 +42,7 @@ STALL_OUTCOME: Final = "queue_core.stall.outcome"
 WORKER_LOOP: Final = "queue_core.worker.loop"
 OPERATION: Final = "queue_core.operation"  # an operator's action: pause, retry, cancel...
 OPERATION_COUNT: Final = "queue_core.operation.jobs"  # jobs the action changed
+OPERATION_ACTOR: Final = "queue_core.operation.actor"  # who acted (OperationEvent.actor)
 SCHEDULER_ID: Final = "queue_core.scheduler.id"  # the job scheduler a run belongs to
 # On a flow parent's link to a child: pending, completed, failed, ignored or removed.
 DEPENDENCY_STATUS: Final = "queue_core.dependency.status"

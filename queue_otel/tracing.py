@@ -401,6 +401,8 @@ class TracingHook(Hook):
         request), never in the job's: an action on one job links to the job's trace."""
         attributes = self._base(event.queue, event.server_address, event.server_port)
         attributes[sc.OPERATION] = event.operation
+        if event.actor is not None:
+            attributes[sc.OPERATION_ACTOR] = event.actor
         if event.job_id is not None:
             attributes[sc.MESSAGE_ID] = event.job_id
         span = self._tracers.main().start_span(

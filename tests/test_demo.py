@@ -23,6 +23,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -65,6 +66,40 @@ def run_demo(
     )
 
 
+BROWSER_LINE = re.compile(r"^Job browser: (http://127\.0\.0\.1:\d+/)", re.MULTILINE)
+
+
+def run_demo_and_browse(
+    *args: str, redis_url: str, output: Path, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[str], Browsed | None]:
+    """``run_demo``, and a GET of the job browser's URL as soon as the demo prints it."""
+    command = [sys.executable, "-m", "examples.demo", *args]
+    out_path, err_path = output / "demo.out", output / "demo.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=demo_env(redis_url), stdout=out, stderr=err, text=True
+        )
+    browsed = None
+    try:
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            found = BROWSER_LINE.search(out_path.read_text())
+            if found:
+                page = httpx.get(found[1], timeout=30)
+                browsed = Browsed(found[1], page.status_code, page.text)
+                break
+            time.sleep(0.2)
+        process.wait(max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    done = subprocess.CompletedProcess(
+        command, process.returncode, out_path.read_text(), err_path.read_text()
+    )
+    return done, browsed
+
+
 def fresh_db(server: RedisServer, db: int) -> str:
     url = server.url.rsplit("/", 1)[0] + f"/{db}"
     client = redis.Redis.from_url(url)
@@ -80,11 +115,21 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class Browsed:
+    """What the job browser answered while the demo ran: its URL, status and page."""
+
+    url: str
+    status: int
+    text: str
+
+
+@dataclass(frozen=True)
 class DemoRun:
     redis_url: str
     done: subprocess.CompletedProcess[str]
     directory: Path
     seconds: float
+    browsed: Browsed | None = None
 
     @property
     def out(self) -> str:
@@ -154,11 +199,11 @@ def demo(
     url = redis_server.url.rsplit("/", 1)[0] + f"/{DEMO_DB}"
     directory = tmp_path_factory.mktemp("demo")
     started = time.monotonic()
-    done = run_demo(
+    done, browsed = run_demo_and_browse(
         "--duration", str(DURATION_S), "--dir", str(directory), "--redis", "REDIS_URL",
-        redis_url=url,
+        redis_url=url, output=tmp_path_factory.mktemp("demo-output"),
     )  # fmt: skip
-    run = DemoRun(url, done, directory, time.monotonic() - started)
+    run = DemoRun(url, done, directory, time.monotonic() - started, browsed)
     print(run.describe())  # shown with the first test's report if it fails
     return run
 
@@ -228,6 +273,13 @@ def test_it_says_where_to_look(demo: DemoRun) -> None:
         "worker-webhooks-1",
         "loadgen",
     ]
+    # The job browser, in the demo's process, answered while the demo ran: its queues.
+    assert demo.browsed is not None, out
+    assert demo.browsed.status == 200, demo.browsed
+    for queue in QUEUES:
+        assert f'data-queue="{queue}"' in demo.browsed.text, queue
+    assert "Job browser: http://127.0.0.1:" in out
+    assert '"GET / HTTP/1.1" 200' in demo.process_log("job-browser")
     assert len(demo.files("traces")) == 5
     assert len(demo.files("logs")) == 5
     assert all(p.parent == demo.directory / "telemetry" for p in demo.files("traces"))

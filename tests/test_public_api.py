@@ -8,6 +8,7 @@ import inspect
 import queue_core
 
 PUBLIC = {
+    "AttemptError",
     "Backoff",
     "BackoffStrategy",
     "ClusterClientRequiredError",
@@ -76,6 +77,7 @@ PUBLIC = {
     "WorkerErrorEvent",
     "WorkerEvent",
     "WorkerInfo",
+    "acting_as",
     "configure_logging",
     "get_logger",
     "register_hook",
@@ -95,3 +97,11 @@ def test_every_public_class_and_function_says_what_it_is() -> None:
         value = getattr(queue_core, name)
         if inspect.isclass(value) or inspect.isfunction(value):
             assert value.__doc__, f"queue_core.{name} has no docstring"
+
+
+def test_the_job_browser_api_is_pinned() -> None:
+    import queue_core.ui  # noqa: PLC0415 - needs the [ui] extra, as users' imports do
+
+    assert sorted(queue_core.ui.__all__) == ["BasicAuth", "TokenAuth", "hash_password", "queue_ui"]
+    for name in queue_core.ui.__all__:
+        assert getattr(queue_core.ui, name).__doc__, f"queue_core.ui.{name} has no docstring"

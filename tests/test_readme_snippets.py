@@ -268,3 +268,69 @@ def test_the_operator_command_lines_run(server: RedisServer) -> None:
         queue.obliterate(force=True)
     with SyncQueue("albums", redis=server.url) as queue:
         queue.obliterate(force=True)
+
+
+BROWSER_DRIVER = """
+import asyncio
+import httpx
+from starlette.routing import Mount
+from queue_core import SyncQueue
+
+async def main():
+    with SyncQueue("emails") as queue:
+        job = queue.add("welcome", {"email": "ana@example.com", "user_id": 7})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as client:
+        await drive(client, job.id)
+    (mount,) = [route for route in app.routes if isinstance(route, Mount)]
+    await mount.app.state.browser.close()  # its Redis client
+    with SyncQueue("emails") as queue:
+        queue.obliterate(force=True)
+
+asyncio.run(main())
+"""
+
+BEARER_DRIVER = """
+async def drive(client, job_id):
+    print("anonymous", (await client.get("/queues/")).status_code)
+    bearer = {"Authorization": "Bearer " + os.environ["QUEUE_CORE_UI_TOKEN"]}
+    page = await client.get("/queues/", headers=bearer)
+    print("token", page.status_code, 'data-queue="emails"' in page.text)
+"""
+
+SESSION_DRIVER = """
+@app.get("/sign-in/{user}")  # the application's own login, as the README's callable reads it
+async def sign_in(user: str, request: Request):
+    request.session["user"] = user
+    return {}
+
+async def drive(client, job_id):
+    print("anonymous", (await client.get("/queues/")).status_code)
+    await client.get("/sign-in/mallory")
+    print("not staff", (await client.get("/queues/")).status_code)
+    await client.get("/sign-in/ana")
+    page = await client.get(f"/queues/q/emails/jobs/{job_id}")
+    print("staff", page.status_code, "ana@example.com" in page.text, "(hidden)" in page.text)
+    retry = await client.post(f"/queues/q/emails/jobs/{job_id}/action", data={"action": "retry"})
+    print("action", retry.status_code)
+"""
+
+
+def test_the_job_browser_mounts_with_a_token(server: RedisServer) -> None:
+    mount, _session = blocks("Job browser")
+    env = {"QUEUE_CORE_UI_TOKEN": "a-long-random-token", "QUEUE_CORE_UI_SECRET": "s" * 32}
+    lines = python(mount + BEARER_DRIVER + BROWSER_DRIVER, server.url, **env).stdout.splitlines()
+    assert lines == ["anonymous 401", "token 200 True"]
+
+
+def test_the_job_browser_reuses_the_application_sign_in(server: RedisServer) -> None:
+    """Staff only, through the host app's session; read-only; the e-mail redacted."""
+    _mount, session = blocks("Job browser")
+    code = session + SESSION_DRIVER + BROWSER_DRIVER
+    lines = python(code, server.url, SESSION_SECRET="x" * 32).stdout.splitlines()
+    assert lines == [
+        "anonymous 401",
+        "not staff 401",
+        "staff 200 False True",
+        "action 403",
+    ]

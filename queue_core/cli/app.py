@@ -18,6 +18,6 @@ app = typer.Typer(
 def main() -> None:
     """The console script's entry point: registers the commands, then runs the app."""
     # Imported for their registrations on `app`; each module owns its commands.
-    from queue_core.cli import admin, worker  # noqa: F401, PLC0415
+    from queue_core.cli import admin, ui, worker  # noqa: F401, PLC0415
 
     app()

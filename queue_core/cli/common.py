@@ -24,6 +24,7 @@ from queue_core.connection import (
     create_sync_client,
     redis_errors,
 )
+from queue_core.discovery import discover_queues_sync
 from queue_core.errors import (
     ClusterClientRequiredError,
     InvalidOptionError,
@@ -35,7 +36,7 @@ from queue_core.errors import (
     RedisUnavailableError,
 )
 from queue_core.hooks import Hook, OperationEvent
-from queue_core.keys import KEY_NAMES, QueueKeys
+from queue_core.keys import QueueKeys
 from queue_core.sync import SyncQueue
 
 __all__ = [
@@ -184,22 +185,9 @@ class Admin:
             return bool(self.client.exists(*keys.all()))
 
     def discover(self) -> list[str]:
-        """Every queue under the prefix, by name: SCAN for ``<prefix>:{*}:<key>`` (read
-        only; a queue has about 30 keys at most, its jobs are fields of them)."""
-        pattern = _glob_escape(self.prefix) + ":{*}:*"
-        start = len(self.prefix) + 2
-        names: set[str] = set()
+        """Every queue under the prefix, by name (queue_core.discovery: read only)."""
         with redis_errors("scan", DEFAULT_REDIS_TIMEOUT):
-            for raw in self.client.scan_iter(match=pattern, count=1000):
-                key = raw.decode(errors="replace")
-                queue, sep, suffix = key[start:].rpartition("}:")
-                if sep and suffix in KEY_NAMES and "{" not in queue and "}" not in queue:
-                    names.add(queue)
-        return sorted(names)
-
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+            return discover_queues_sync(self.client, self.prefix)
 
 
 def confirm(question: str, yes: bool) -> None:

@@ -1,9 +1,10 @@
 --[[
 move_to_completed: an attempt succeeded. Checks the lock token, stores the return value,
 moves the job from active to completed (or removes it, per its retention), trims the
-completed set, then fetches up to N next jobs in the same call. A job with a cancel
-request (`cxr`, queue.cancel) still completes: the work was done and its result is kept;
-the request is dropped.
+completed set, then fetches up to N next jobs in the same call. The errors of its failed
+attempts stay, as history (includes/error_history). A job with a cancel request (`cxr`,
+queue.cancel) still completes: the work was done and its result is kept; the request is
+dropped.
 
 KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker limiter corrupt dedup events schedulers deps depout outbox outboxat children
 
@@ -28,6 +29,7 @@ Returns: {status, now, rate_limit_ttl_ms, next_due_ms, 0, refused, quarantined, 
 --@include finish
 --@include fetch_jobs
 --@include events
+--@include error_history
 
 local MAX_EVENT_VALUE_BYTES = 16384
 
@@ -38,7 +40,7 @@ local rec, status = check_lock(K, id, ARGV[2], now)
 if status == 1 then
   rec.cxr = nil
   redis.call('HSET', K.results, id, ARGV[3])
-  redis.call('HDEL', K.errors, id)
+  archive_errors(K, id) -- the errors of its failed attempts stay, as history
   finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now)
   if #ARGV[3] <= MAX_EVENT_VALUE_BYTES then
     emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'value', ARGV[3])

@@ -28,6 +28,7 @@ Returns: {status, now, rate_limit_ttl_ms, next_due_ms, due_ms, refused, quaranti
 --@include schedule_delayed
 --@include emit_failure
 --@include cancel
+--@include error_history
 
 allow_when_full(K)
 local now = now_ms()
@@ -49,7 +50,7 @@ elseif status == 1 then
     rec.atm = (rec.atm or 0) + 1
   end
   if ARGV[6] ~= '' then
-    redis.call('HSET', K.errors, id, ARGV[6])
+    record_error(K, id, ARGV[6], ARGV[5] == '1' and rec.atm or nil, now)
   end
   if ARGV[7] == '1' then
     rec.front = 1

@@ -1,8 +1,9 @@
 --[[
 move_to_failed: an attempt failed and no retry follows. Checks the lock token, records the
-error, moves the job from active to failed (the dead-letter set) or removes it per its
-retention, trims the failed set, then fetches up to N next jobs in the same call. A job
-with a cancel request (`cxr`) fails as cancelled whatever the error (status 4).
+error (with the job's earlier ones: includes/error_history), moves the job from active to
+failed (the dead-letter set) or removes it per its retention, trims the failed set, then
+fetches up to N next jobs in the same call. A job with a cancel request (`cxr`) fails as
+cancelled whatever the error (status 4).
 
 KEYS: meta jobs state results errors progress logs wait active delayed failed marker limiter corrupt dedup events schedulers deps depout outbox outboxat children
 
@@ -22,6 +23,7 @@ Returns: {status, now, rate_limit_ttl_ms, next_due_ms, 0, refused, quarantined, 
 --@include fetch_jobs
 --@include emit_failure
 --@include cancel
+--@include error_history
 
 allow_when_full(K)
 local now = now_ms()
@@ -30,7 +32,7 @@ local rec, status = check_lock(K, id, ARGV[2], now)
 if status == 1 and rec.cxr then
   status = settle_cancelled(K, id, rec, now, true)
 elseif status == 1 then
-  redis.call('HSET', K.errors, id, ARGV[3])
+  record_error(K, id, ARGV[3], (rec.atm or 0) + 1, now)
   finish(K, id, rec, K.failed, rec.rfn or -1, rec.rfa or -1, now)
   emit_failure(K, 'failed', id, rec, ARGV[3])
 end

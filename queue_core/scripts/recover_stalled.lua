@@ -22,6 +22,7 @@ Returns: {{requeued ids}, {failed ids}, quarantined, {cancelled ids}}, quarantin
 --@include finish
 --@include events
 --@include cancel
+--@include error_history
 
 allow_when_full(K)
 local now = now_ms()
@@ -47,8 +48,7 @@ for _, id in ipairs(expired) do
     elseif rec.stc > max_stalled then
       local message = 'job stalled ' .. rec.stc .. ' times (max_stalled_count is '
         .. max_stalled .. '); its worker died or stopped renewing the lock'
-      redis.call('HSET', K.errors, id, cjson.encode({type = 'StalledJobError',
-        message = message, stack = ''}))
+      record_error(K, id, {type = 'StalledJobError', message = message, stack = ''}, nil, now)
       -- finish() counts an attempt made; a stalled attempt never finished, so undo it.
       rec.atm = (rec.atm or 0) - 1
       finish(K, id, rec, K.failed, rec.rfn or -1, rec.rfa or -1, now)

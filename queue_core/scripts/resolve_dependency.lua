@@ -30,6 +30,7 @@ the parent failed (or, its record corrupt, was quarantined); pending: the parent
 --@include finish
 --@include events
 --@include quarantine
+--@include error_history
 
 local pid, ref, kind, policy = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local etype, emsg, value = ARGV[5], ARGV[6], ARGV[7]
@@ -88,8 +89,9 @@ end
 if kind == 'failed' and policy == 'fail' then
   redis.call('ZREM', K.children, pid)
   local target = cjson.decode(ref)
-  redis.call('HSET', K.errors, pid, cjson.encode({type = 'DependencyFailedError',
-    message = 'child ' .. target[1] .. ':' .. target[2] .. ' failed: ' .. emsg, stack = ''}))
+  record_error(K, pid, {type = 'DependencyFailedError',
+    message = 'child ' .. target[1] .. ':' .. target[2] .. ' failed: ' .. emsg, stack = ''},
+    nil, now)
   rec.atm = (rec.atm or 0) - 1 -- no attempt of the parent ended: finish counts one
   finish(K, pid, rec, K.failed, rec.rfn or -1, rec.rfa or -1, now)
   emit(K, 'failed', 'id', pid, 'reason', 'child ' .. target[1] .. ':' .. target[2] .. ' failed')

@@ -1,9 +1,10 @@
 --[[
 retry_job: an operator sends a failed or completed job back to waiting, keeping its id:
-its attempts, stalls, lock and times are reset and its result, error and progress
-removed (its data, options and logs stay); it enters wait at its priority. Refused for a
-job that is active, waiting or delayed, and for one whose record is unreadable or was
-quarantined. A job that held a dedup key (without a ttl) takes it again if it is free.
+its attempts, stalls, lock and times are reset and its result and progress removed
+(its data, options, logs and past errors stay, the latest error as history: it has no
+current error); it enters wait at its priority. Refused for a job that is active, waiting
+or delayed, and for one whose record is unreadable or was quarantined. A job that held a
+dedup key (without a ttl) takes it again if it is free.
 
 KEYS: meta jobs state results errors progress wait active delayed completed failed marker corrupt events dedup children
 

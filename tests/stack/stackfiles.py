@@ -282,7 +282,7 @@ def listening_ports() -> dict[str, set[int]]:
     grafana_port = environment(svc["grafana"]).get("GF_SERVER_HTTP_PORT")
     ports["grafana"] = {int(grafana_port) if grafana_port else GRAFANA_DEFAULT_HTTP_PORT}
 
-    for app in ("api", "worker"):
+    for app in ("api", "worker", "ui"):
         env = environment(svc[app])
         found = {int(env["METRICS_PORT"])} if "METRICS_PORT" in env else set()
         for flag in ("--port", "--health-port"):  # uvicorn's; queue-core worker's probe

@@ -7,12 +7,14 @@ so that a rename in one file fails here instead of at `docker compose up`.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -221,7 +223,7 @@ def test_long_running_services_have_a_healthcheck_or_a_stated_reason() -> None:
     # The collector's image is FROM scratch: nothing in it can probe 13133 (see compose.yaml).
     without = {name for name, s in services().items() if "healthcheck" not in s}
     assert without <= {"otel-collector", "loadgen"}
-    for name in ("redis", "prometheus", "tempo", "loki", "grafana", "api", "worker"):
+    for name in ("redis", "prometheus", "tempo", "loki", "grafana", "api", "worker", "ui"):
         test = services()[name]["healthcheck"]["test"]
         assert test[0] in {"CMD", "CMD-SHELL"}, name
 
@@ -400,6 +402,51 @@ def test_the_dockerfile_installs_extras_the_project_declares() -> None:
     extras = set(declared["optional-dependencies"])
     for names in installed:
         assert set(names.split(",")) <= extras, (names, sorted(extras))
+
+
+def test_the_job_browser_needs_its_token_is_traced_and_links_to_grafana() -> None:
+    """`queue-core ui` on every address of its container: it refuses to start without
+    authentication there, so its token is required from the environment, as Grafana's
+    password is. Its trace and log links (queue_ui's defaults) open the Grafana this file
+    publishes, on the datasource uids the provisioning fixes."""
+    ui = services()["ui"]
+    args = command_args(ui)
+    assert args == [
+        "opentelemetry-instrument", "queue-core", "ui", "--host", "0.0.0.0", "--port", "8080",
+    ]  # fmt: skip
+    assert "--token" not in args, "a token on the command line shows in `ps` and in logs"
+    env = environment(ui)
+    assert re.fullmatch(r"\$\{QUEUE_CORE_UI_TOKEN:\?[^}]+\}", env["QUEUE_CORE_UI_TOKEN"])
+    assert env["REDIS_URL"] == environment(services()["api"])["REDIS_URL"]
+    assert env["OTEL_SERVICE_NAME"] == "ui"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert ui["ports"] == ["127.0.0.1:8080:8080"]
+    assert ":8080/login" in " ".join(ui["healthcheck"]["test"])
+    # opentelemetry-instrument needs the distro (the SDK's configurator) and, for the
+    # HTTP spans, the Starlette instrumentation; `queue-core ui` needs the ui extra.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    (extras,) = re.findall(r'pip install "\.\[([^\]]+)\]"', dockerfile)
+    assert "ui" in extras.split(",")
+    assert '"opentelemetry-distro>=' in dockerfile
+    assert '"opentelemetry-instrumentation-starlette>=' in dockerfile
+
+    from queue_core.ui.links import DEFAULT_LOGS_URL, DEFAULT_TRACE_URL  # noqa: PLC0415
+
+    grafana = next(
+        str(p).split(":")[1] for p in services()["grafana"]["ports"] if str(p).endswith(":3000")
+    )
+    uids = {
+        source["type"]: source["uid"]
+        for file in datasource_files()
+        for source in load_yaml(file)["datasources"]
+    }
+    for template, kind in ((DEFAULT_TRACE_URL, "tempo"), (DEFAULT_LOGS_URL, "loki")):
+        assert template.startswith(f"http://localhost:{grafana}/explore?"), template
+        panes = json.loads(parse_qs(urlsplit(template).query)["panes"][0])
+        (pane,) = panes.values()
+        assert pane["datasource"] == uids[kind], pane
+        assert "{trace_id}" in json.dumps(pane["queries"])
 
 
 def test_loadgen_is_optional() -> None:

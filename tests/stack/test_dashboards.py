@@ -51,6 +51,7 @@ from queue_core import SyncQueue
 from tests.e2e.prometheus_server import JOB, PROMTOOL, PrometheusError, PrometheusServer, until
 from tests.e2e.test_prometheus import child_env, stop, tail
 from tests.redis_server import RedisServer, free_port
+from tests.stack.stackfiles import services
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "prometheus" / "rules" / "queue_alerts.yml"
@@ -183,6 +184,8 @@ def test_dashboards_refer_to_datasources_by_uid() -> None:
         assert len(set(ids)) == len(ids), (name, ids)
         defined = variables(dashboard)
         for variable in defined.values():
+            if variable["type"] == "textbox":  # the job browser's URL: no query
+                continue
             assert variable["datasource"]["uid"] in DATASOURCE_UIDS, (name, variable)
         for panel in panels(dashboard):
             where = f"{name}: {panel['title']!r}"
@@ -195,6 +198,30 @@ def test_dashboards_refer_to_datasources_by_uid() -> None:
                 for match in VARIABLE.finditer(query):
                     used = match[1] or match[3]
                     assert used in defined or used in BUILTINS, f"{where}: ${used} undefined"
+
+
+def test_dashboards_link_to_the_job_browser_compose_serves() -> None:
+    """A dashboard link on each, data links to queue pages on panels by queue; the base
+    URL a hidden variable whose default is where compose.yaml publishes the ui service."""
+    (published,) = services()["ui"]["ports"]
+    host_port = str(published).split(":")[1]
+    queue_links = 0
+    for name, dashboard in dashboards().items():
+        browser = variables(dashboard)["job_browser"]
+        assert browser["type"] == "textbox", name
+        assert browser["query"] == browser["current"]["value"] == f"http://localhost:{host_port}"
+        (link,) = [link for link in dashboard["links"] if link["title"] == "Job browser"]
+        assert link["type"] == "link" and link["targetBlank"], (name, link)
+        assert link["url"].startswith("${job_browser}/"), (name, link)
+        for panel in panels(dashboard):
+            for data_link in panel.get("fieldConfig", {}).get("defaults", {}).get("links", []):
+                url = data_link["url"]
+                assert re.fullmatch(r"\$\{job_browser\}/q/\$\{[^}]+\}(\?state=\S+)?", url), url
+                queue_links += 1
+    assert queue_links >= 10, queue_links
+    detail = dashboards()["queue-detail.json"]
+    (link,) = [link for link in detail["links"] if link["title"] == "Job browser"]
+    assert link["url"] == "${job_browser}/q/${queue:percentencode}"
 
 
 # ------------------------------------------------------------------------------ the stack

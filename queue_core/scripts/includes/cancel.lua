@@ -1,5 +1,6 @@
 --@include finish
 --@include events
+--@include error_history
 -- Cancellation (queue.cancel): a job that waits ends at once; a running one carries the
 -- request in its record (`cxr`, the reason) until it settles. Whichever script settles a
 -- job with `cxr` ends it here, so a cancel the worker did not see in time still holds.
@@ -19,8 +20,8 @@ local function finish_cancelled(K, id, rec, now, reason, attempt_made)
     message = 'cancelled'
   end
   rec.cxr = nil
-  redis.call('HSET', K.errors, id, cjson.encode({type = 'JobCancelledError',
-    message = message, stack = ''}))
+  record_error(K, id, {type = 'JobCancelledError', message = message, stack = ''},
+    attempt_made and (rec.atm or 0) + 1 or nil, now)
   if not attempt_made then
     rec.atm = (rec.atm or 0) - 1
   end

@@ -1,5 +1,6 @@
 --@include record
 --@include events
+--@include error_history
 -- Jobs quarantined by this call, {id, reason, ...}: workers log them and tell their hooks.
 local QUARANTINED = {}
 
@@ -16,9 +17,9 @@ local function quarantine(K, id, reason, now)
     redis.call('HSET', K.corrupt, id, raw)
   end
   redis.call('HSET', K.state, id, cjson.encode({v = RECORD_VERSION, ts = now, fon = now, q = 1}))
-  redis.call('HSET', K.errors, id, cjson.encode({type = 'CorruptJobError',
+  record_error(K, id, {type = 'CorruptJobError',
     message = 'job ' .. id .. ' is corrupt: ' .. reason .. '; it was quarantined',
-    stack = ''}))
+    stack = ''}, nil, now)
   redis.call('ZADD', K.failed, now, id)
   emit(K, 'failed', 'id', id, 'attempts', 0, 'type', 'CorruptJobError', 'reason', reason)
   QUARANTINED[#QUARANTINED + 1] = id

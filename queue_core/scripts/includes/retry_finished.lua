@@ -1,5 +1,6 @@
 --@include wait_score
 --@include events
+--@include error_history
 -- The record fields of a job's past runs, cleared when an operator retries it: attempts,
 -- stalls, lock, start and finish times, quarantine flag, cancel request, front flag.
 local RETRY_CLEARED = {'ats', 'atm', 'stc', 'tok', 'pon', 'fon', 'q', 'cxr', 'front'}
@@ -21,8 +22,8 @@ local function retry_refusal(K, id, rec, reason, version)
 end
 
 -- Send a finished job in `set_key` (completed or failed) back to wait at its priority,
--- keeping its id, data, options and logs: it runs as if new. `rtr` counts these manual
--- retries (tracing links a rerun to the first run). The caller wakes a worker.
+-- keeping its id, data, options, logs and past errors: it runs as if new. `rtr` counts
+-- these manual retries (tracing links a rerun to the first run). The caller wakes a worker.
 local function retry_finished(K, id, rec, set_key, now)
   redis.call('ZREM', set_key, id)
   for _, field in ipairs(RETRY_CLEARED) do
@@ -32,7 +33,7 @@ local function retry_finished(K, id, rec, set_key, now)
   rec.rtr = (rec.rtr or 0) + 1
   redis.call('HSET', K.state, id, cjson.encode(rec))
   redis.call('HDEL', K.results, id)
-  redis.call('HDEL', K.errors, id)
+  archive_errors(K, id) -- its past errors stay, as history
   redis.call('HDEL', K.progress, id)
   redis.call('HDEL', K.corrupt, id)
   redis.call('ZADD', K.wait, wait_score(K, rec.p or 0, false), id)
