@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,6 +63,11 @@ _FAIL = load_script("move_to_failed")
 _DELAY = load_script("move_to_delayed")
 
 _log = get_logger("queue_core.worker")
+# How long a cancel request for a job not held here still applies if the job turns up:
+# long enough for a fetch's reply in flight, short enough that a job retried by an
+# operator after its cancellation is not cancelled again by a stale request.
+_UNCLAIMED_S = 3.0
+_UNCLAIMED_MAX = 10_000
 
 
 class JobRunner:
@@ -86,6 +92,9 @@ class JobRunner:
         self._in_processor: dict[str, asyncio.Task[Any] | None] = {}
         self._cancelling: dict[str, asyncio.Task[Any]] = {}
         self._cancelled_early: set[str] = set()  # held jobs cancelled before they started
+        # Requests for jobs not held here, by when they came: a fetch's reply may still be
+        # on its way (the job is active in Redis and the request was published after it).
+        self._unclaimed: dict[str, float] = {}
 
     # ----- slots
 
@@ -126,6 +135,8 @@ class JobRunner:
             if job_id in self.ctx.held:  # fetched, not started yet (or between two jobs)
                 _log.info("job_cancel_requested", job_id=job_id, queue=self.ctx.name)
                 self._cancelled_early.add(job_id)
+            else:
+                self._remember_unclaimed(job_id)
             return
         if job.cancelled.is_set():
             return
@@ -135,6 +146,26 @@ class JobRunner:
         if task is not None:
             self._cancelling[job_id] = task
             task.cancel()
+
+    def _remember_unclaimed(self, job_id: str) -> None:
+        now = time.monotonic()
+        unclaimed = self._unclaimed
+        unclaimed.pop(job_id, None)
+        unclaimed[job_id] = now  # insertion order is age order: the oldest go first
+        while unclaimed:
+            oldest, heard = next(iter(unclaimed.items()))
+            if heard >= now - _UNCLAIMED_S and len(unclaimed) <= _UNCLAIMED_MAX:
+                break
+            del unclaimed[oldest]
+
+    def _claim_cancel(self, job_id: str) -> bool:
+        """True if this job, just taken, was cancelled before this worker knew it held it
+        (the request came while the fetch's reply did)."""
+        if self._cancelled_early and job_id in self._cancelled_early:
+            self._cancelled_early.discard(job_id)
+            return True
+        heard = self._unclaimed.pop(job_id, None) if self._unclaimed else None
+        return heard is not None and heard >= time.monotonic() - _UNCLAIMED_S
 
     def _stopped_by_cancel(self, job: Job) -> bool:
         """True when cancel() stopped this attempt, undoing its task.cancel(); False if
@@ -176,8 +207,8 @@ class JobRunner:
         )
         if "dpn" in record and job.read_error is None:  # a flow's parent: hooks link to these
             job.dependencies = await self.ctx.read_dependencies(job)
-        if self._cancelled_early and job_id in self._cancelled_early:
-            self._cancelled_early.discard(job_id)
+        if self._claim_cancel(job_id):
+            _log.info("job_cancel_requested", job_id=job_id, queue=self.ctx.name)
             job.cancelled.set()  # the attempt ends as cancelled without running
         if job.read_error is not None:
             return await self._quarantine(job)

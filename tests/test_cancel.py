@@ -360,6 +360,40 @@ async def test_a_job_cancelled_before_it_starts_is_not_run(
     assert (second[0].id, "cancelled", "JobCancelledError") in outcomes.outcomes
 
 
+async def test_a_cancel_heard_before_the_fetch_reply_still_stops_the_job(
+    queue: Queue,
+    raw: redis.asyncio.Redis,
+    make_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race behind a flaky README example: the fetch script makes the job active, the
+    cancel script sees it active and publishes, and the worker hears the message before the
+    fetch's reply tells it that it holds the job. The request is kept for a moment and
+    applied when the job turns up; an old one (past its few seconds) is not."""
+    ran: list[str] = []
+
+    async def process(job: Job) -> str:
+        ran.append(job.id)
+        return "ok"
+
+    import queue_core.attempts  # noqa: PLC0415 - its constant, shortened for the stale case
+
+    monkeypatch.setattr(queue_core.attempts, "_UNCLAIMED_S", 0.5)
+    channel = QueueKeys(queue.name)["cancel"]
+    async with make_worker(process, drain_delay=0.2):
+        await wait_subscribed(raw, queue)
+        await raw.publish(channel, "early")  # heard while no job "early" is held here
+        await raw.publish(channel, "stale")
+        await asyncio.sleep(0.8)  # "stale" is forgotten by now; "early" is heard again:
+        await raw.publish(channel, "early")
+        await queue.add("x", job_id="early")
+        await queue.add("x", job_id="stale")
+        cancelled = await wait_state(queue, "early", JobState.FAILED)
+        done = await wait_state(queue, "stale", JobState.COMPLETED)
+    assert ran == ["stale"] and done.return_value == "ok"
+    assert cancelled.error_type == "JobCancelledError"
+
+
 async def test_a_cancel_reaches_a_worker_in_another_process(
     queue: Queue, redis_url: str, raw: redis.asyncio.Redis, tmp_path: Path
 ) -> None:

@@ -291,14 +291,12 @@ def ui_driver(ui_browser: WebDriver) -> Iterator[WebDriver]:
 
 
 @pytest.fixture(scope="session")
-def ui_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where screenshots go: $QUEUE_CORE_UI_ARTIFACTS, else the session's tmp dir."""
-    configured = os.environ.get("QUEUE_CORE_UI_ARTIFACTS")
-    if configured:
-        path = Path(configured)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    return tmp_path_factory.mktemp("ui-artifacts")
+def ui_artifacts() -> Path:
+    """Where screenshots go: $QUEUE_CORE_UI_ARTIFACTS, else test-artifacts/ui in the
+    checkout (git ignores it), kept after the run for whoever looks at a failure."""
+    path = Path(os.environ.get("QUEUE_CORE_UI_ARTIFACTS") or REPO_ROOT / "test-artifacts" / "ui")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture
