@@ -81,7 +81,9 @@ def test_quickstart_prefers_a_private_redis_server(redis_url: str) -> None:
     try:
         before = set(client.keys())
         done = run_demo("--duration", "30", env=demo_env(REDIS_URL=redis_url))
-        assert set(client.keys()) == before
+        # Nothing new (earlier tests' keys with a TTL, such as a rate limiter's, may expire
+        # meanwhile: the session's Redis is shared).
+        assert set(client.keys()) - before == set()
     finally:
         client.close()
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
