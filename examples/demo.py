@@ -214,12 +214,12 @@ Key = tuple[str, str, str]  # (sample name, queue, one more label's value)
 
 # Which label tells samples of a metric apart, besides the queue.
 _SPLIT: Final = {
-    "messaging_client_consumed_messages_total": "queue_core_job_outcome",
+    "messaging_process_duration_seconds_count": "queue_core_job_outcome",
     "queue_core_rate_limit_delay_seconds_count": "queue_core_rate_limit_kind",
 }
 _COUNTERS: Final = (
     "messaging_client_sent_messages_total",
-    "messaging_client_consumed_messages_total",
+    "messaging_process_duration_seconds_count",
     "queue_core_job_retries_total",
     "queue_core_job_failures_total",
     "queue_core_rate_limit_delay_seconds_count",
@@ -447,7 +447,7 @@ def table(snapshot: Snapshot, rates: str = f"the last {RATE_WINDOW_S:g} s") -> l
             oldest = fmt_duration(stats.oldest_waiting_age)
         rate_in = snapshot.rate("messaging_client_sent_messages_total", queue)
         rate_out = snapshot.rate(
-            "messaging_client_consumed_messages_total", queue, "completed", "failed"
+            "messaging_process_duration_seconds_count", queue, "completed", "failed"
         )
         retries = metrics.total("queue_core_job_retries_total", queue)
         wait = _percentiles(metrics.buckets.get((WAIT_HISTOGRAM, queue), {}))

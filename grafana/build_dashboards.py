@@ -112,14 +112,17 @@ CONSUMED = "messaging_client_consumed_messages_total"
 SENT = "messaging_client_sent_messages_total"
 ENQUEUE_DURATION = "messaging_client_operation_duration_seconds"
 PROCESS_DURATION = "messaging_process_duration_seconds"
+# Attempts by outcome: the process-duration histogram's count (consumed.messages counts
+# deliveries at the fetch, before any outcome).
+ATTEMPTS = f"{PROCESS_DURATION}_count"
 WAIT_DURATION = "queue_core_job_wait_duration_seconds"
 JOB_DURATION = "queue_core_job_duration_seconds"
 RETRIES = "queue_core_job_retries_total"
 FAILURES = "queue_core_job_failures_total"
 STALLS = "queue_core_job_stalls_total"
 RATE_LIMIT = "queue_core_rate_limit_delay_seconds"
-ACTIVE = "queue_core_worker_active_jobs"
-WORKERS = "queue_core_workers"
+ACTIVE = "queue_core_job_active"
+WORKERS = "queue_core_worker_count"
 CAPACITY = "queue_core_worker_capacity"
 DEPTH = "queue_core_queue_depth"
 OLDEST = "queue_core_queue_oldest_job_age_seconds"
@@ -492,7 +495,7 @@ def overview() -> dash.Dashboard:
     layout.add(
         single(
             "Live workers",
-            "Running workers (queue_core.workers).",
+            "Running workers (queue_core.worker.count).",
             f"sum({sel(WORKERS, q)})",
             "none",
             steps=((None, "red"), (1, "green")),
@@ -521,7 +524,7 @@ def overview() -> dash.Dashboard:
         single(
             "Completed",
             "Jobs completed per second.",
-            sum_rate(CONSUMED, [SYSTEM, q, 'queue_core_job_outcome="completed"']),
+            sum_rate(ATTEMPTS, [SYSTEM, q, 'queue_core_job_outcome="completed"']),
             "suffix: jobs/s",
         ),
         single(
@@ -538,11 +541,11 @@ def overview() -> dash.Dashboard:
         graph(
             "Jobs finished per second, by queue and outcome",
             "Attempts that ended a job: completed, or failed for good "
-            "(messaging.client.consumed.messages).",
+            "(messaging.process.duration counts, by outcome).",
             [
                 target(
                     sum_rate(
-                        CONSUMED, [SYSTEM, q, finished], [QUEUE_LABEL, "queue_core_job_outcome"]
+                        ATTEMPTS, [SYSTEM, q, finished], [QUEUE_LABEL, "queue_core_job_outcome"]
                     ),
                     "{{messaging_destination_name}} {{queue_core_job_outcome}}",
                 )
@@ -559,7 +562,7 @@ def overview() -> dash.Dashboard:
                     "{{messaging_destination_name}} enqueued",
                 ),
                 target(
-                    sum_rate(CONSUMED, [SYSTEM, q, finished], [QUEUE_LABEL]),
+                    sum_rate(ATTEMPTS, [SYSTEM, q, finished], [QUEUE_LABEL]),
                     "{{messaging_destination_name}} finished",
                 ),
             ],
@@ -763,7 +766,7 @@ def queue_detail() -> dash.Dashboard:
             "delayed, lock_lost, interrupted.",
             [
                 target(
-                    sum_rate(CONSUMED, [SYSTEM, q, j], [JOB_LABEL, "queue_core_job_outcome"]),
+                    sum_rate(ATTEMPTS, [SYSTEM, q, j], [JOB_LABEL, "queue_core_job_outcome"]),
                     "{{queue_core_job_name}} {{queue_core_job_outcome}}",
                 )
             ],
@@ -773,7 +776,7 @@ def queue_detail() -> dash.Dashboard:
         bars(
             "Outcomes over the time range",
             "Attempts by outcome over the dashboard's time range.",
-            sum_increase(CONSUMED, [SYSTEM, q, j], ["queue_core_job_outcome"]),
+            sum_increase(ATTEMPTS, [SYSTEM, q, j], ["queue_core_job_outcome"]),
             "{{queue_core_job_outcome}}",
             "none",
             width=8,
@@ -948,7 +951,7 @@ def workers() -> dash.Dashboard:
     layout.add(
         graph(
             "Live workers, by queue",
-            "Running workers (queue_core.workers). A queue with waiting jobs and no worker "
+            "Running workers (queue_core.worker.count). A queue with waiting jobs and no worker "
             "raises the QueueNoLiveWorkers alert.",
             [
                 target(
@@ -983,7 +986,7 @@ def workers() -> dash.Dashboard:
         ),
         graph(
             "Active jobs, by queue and job name",
-            "What the workers are running now (queue_core.worker.active_jobs).",
+            "What the workers are running now (queue_core.job.active).",
             [
                 target(
                     f"sum by ({QUEUE_LABEL}, {JOB_LABEL}) ({sel(ACTIVE, q)})",
@@ -1106,7 +1109,7 @@ def failures() -> dash.Dashboard:
         "Failed attempts (retried or final) over the time range, by error.type and job "
         "name: the ten most frequent.",
         "topk(10, "
-        + sum_increase(CONSUMED, [SYSTEM, q, j, HAS_ERROR], ["error_type", JOB_LABEL, QUEUE_LABEL])
+        + sum_increase(ATTEMPTS, [SYSTEM, q, j, HAS_ERROR], ["error_type", JOB_LABEL, QUEUE_LABEL])
         + ")",
         {
             "error_type": "Error type",

@@ -1,6 +1,10 @@
 """Metrics on queue_core's hooks: the four messaging-convention metrics, plus queue_core's
 own (wait, end-to-end duration, retries, failures, stalls, rate limits, active jobs,
 workers). Durations are seconds with job-shaped buckets (see ``semconv``).
+``messaging.client.consumed.messages`` counts deliveries, as the fetch hands a job to the
+worker (so once per attempt, retries included), with no outcome; an attempt's outcome and
+``error.type`` are on ``messaging.process.duration``, failures for good on
+``queue_core.job.failures``.
 
 Attributes are bounded: the system, the queue, the job name, the outcome and
 ``error.type`` (an exception class name), and the Redis server; never a job or worker id.
@@ -70,23 +74,35 @@ class _Keys:
     """Attribute keys of the hot path, built once per distinct (queue, job name, ...)."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[Any, ...], tuple[Key, Key]] = {}
+        self._consumed: dict[tuple[Any, ...], Key] = {}
+        self._process: dict[tuple[Any, ...], Key] = {}
 
-    def process(self, event: ProcessEvent, outcome: str, error: str | None) -> tuple[Key, Key]:
-        """(process.duration key, consumed.messages key) of one attempt."""
+    def consumed(self, event: ProcessEvent) -> Key:
+        """consumed.messages key of one delivery: the fetch succeeded, so no error.type, and
+        no outcome (the attempt has not run yet)."""
+        signature = (event.queue, event.job.name, event.server_address, event.server_port)
+        key = self._consumed.get(signature)
+        if key is None:
+            key = self._consumed[signature] = _key(**{
+                sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
+                sc.SERVER_ADDRESS: event.server_address, sc.SERVER_PORT: event.server_port,
+                sc.OPERATION_NAME: "receive", sc.JOB_NAME: event.job.name,
+            })  # fmt: skip
+        return key
+
+    def process(self, event: ProcessEvent, outcome: str, error: str | None) -> Key:
+        """process.duration key of one attempt: its outcome, and error.type if it failed."""
         signature = (event.queue, event.job.name, event.server_address, event.server_port,
                      outcome, error)  # fmt: skip
-        keys = self._cache.get(signature)
-        if keys is None:
-            common = {
+        key = self._process.get(signature)
+        if key is None:
+            key = self._process[signature] = _key(**{
                 sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
                 sc.SERVER_ADDRESS: event.server_address, sc.SERVER_PORT: event.server_port,
                 sc.OPERATION_NAME: "process", sc.OPERATION_TYPE: "process",
-                sc.JOB_NAME: event.job.name, sc.ERROR_TYPE: error,
-            }  # fmt: skip
-            keys = (_key(**common), _key(**common, **{sc.JOB_OUTCOME: outcome}))
-            self._cache[signature] = keys
-        return keys
+                sc.JOB_NAME: event.job.name, sc.JOB_OUTCOME: outcome, sc.ERROR_TYPE: error,
+            })  # fmt: skip
+        return key
 
 
 class MetricsHook(Hook):
@@ -108,7 +124,8 @@ class MetricsHook(Hook):
         counters: list[tuple[str, str, str, _Tally, Callable[..., Any]]] = [
             (sc.SENT_MESSAGES, "{message}", "Jobs handed to Redis by producers.",
              self._sent, meter.create_observable_counter),
-            (sc.CONSUMED_MESSAGES, "{message}", "Job attempts delivered to processors, by outcome.",
+            (sc.CONSUMED_MESSAGES, "{message}",
+             "Jobs delivered to workers by their fetch (each attempt is a delivery).",
              self._consumed, meter.create_observable_counter),
             (sc.RETRIES, "{retry}", "Retries scheduled after a failed attempt.",
              self._retries, meter.create_observable_counter),
@@ -145,7 +162,8 @@ class MetricsHook(Hook):
             sc.CLIENT_OPERATION_DURATION, "Duration of enqueue calls.", sc.CLIENT_BUCKETS
         )
         self._process_duration = histogram(
-            sc.PROCESS_DURATION, "Duration of one processing attempt, settling included.",
+            sc.PROCESS_DURATION,
+            "Duration of one processing attempt, settling included, by outcome.",
             sc.JOB_BUCKETS,
         )  # fmt: skip
         self._wait = histogram(
@@ -200,6 +218,9 @@ class MetricsHook(Hook):
             self._wait.record(wait_seconds(job), self._dict(active))
             if job.scheduler_id is not None:
                 self._scheduler_run(event.queue, job)
+        # The attempt starts as the fetch hands the job over: one delivery, counted now,
+        # whatever the attempt then does (a retry is fetched, so counted, again).
+        self._consumed.add(self._keys.consumed(event))
         self._active.add(active, 1)
         started = time.perf_counter()
         try:
@@ -210,9 +231,8 @@ class MetricsHook(Hook):
             outcome = event.outcome or "interrupted"
             failed = outcome in FAILED_OUTCOMES and event.error is not None
             error = type(event.error).__qualname__ if failed else None
-            duration_key, consumed_key = self._keys.process(event, outcome, error)
-            self._process_duration.record(elapsed, self._dict(duration_key))
-            self._consumed.add(consumed_key)
+            key = self._keys.process(event, outcome, error)
+            self._process_duration.record(elapsed, self._dict(key))
 
     def _scheduler_run(self, queue: str, job: Job) -> None:
         key = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue,

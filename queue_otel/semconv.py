@@ -58,8 +58,10 @@ RETRIES: Final = "queue_core.job.retries"
 FAILURES: Final = "queue_core.job.failures"
 STALLS: Final = "queue_core.job.stalls"
 RATE_LIMIT_DELAY: Final = "queue_core.rate_limit.delay"
-ACTIVE_JOBS: Final = "queue_core.worker.active_jobs"
-WORKERS: Final = "queue_core.workers"
+# Up-down counters are not pluralised (the naming guide): a count of entities is
+# ``{entity}.count``, a number of entities in a state ``{entity}.{state}``.
+ACTIVE_JOBS: Final = "queue_core.job.active"
+WORKERS: Final = "queue_core.worker.count"
 WORKER_CAPACITY: Final = "queue_core.worker.capacity"
 QUEUE_DEPTH: Final = "queue_core.queue.depth"
 OLDEST_JOB_AGE: Final = "queue_core.queue.oldest_job.age"

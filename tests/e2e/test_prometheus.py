@@ -197,14 +197,19 @@ def test_promql_over_a_scraped_worker(scraped: Scraped) -> None:
 
     # Job attempts: 5 ok, 2 flaky (fail, then complete), 1 doomed (fails twice, the second
     # time for good), 1 throttled (rate limited, then completes): 13 attempts.
+    # Each attempt is one delivery, counted at the fetch, with no outcome; the outcomes
+    # are on the process-duration histogram.
+    expect(f"sum(messaging_client_consumed_messages_total{{{s}}})", {"": 13.0})
+    for label in ("queue_core_job_outcome", "error_type"):
+        expect(f'count(messaging_client_consumed_messages_total{{{s},{label}!=""}})', {})
     expect(
-        f"sum by (queue_core_job_outcome) (messaging_client_consumed_messages_total{{{s}}})",
+        f"sum by (queue_core_job_outcome) (messaging_process_duration_seconds_count{{{s}}})",
         {"completed": 8.0, "retry": 3.0, "failed": 1.0, "rate_limited": 1.0},
         by="queue_core_job_outcome",
     )
     expect(
         f"sum by (queue_core_job_outcome, error_type) "
-        f'(messaging_client_consumed_messages_total{{{s},error_type!=""}})',
+        f'(messaging_process_duration_seconds_count{{{s},error_type!=""}})',
         {"retry/TransientError": 2.0, "retry/PoisonError": 1.0, "failed/PoisonError": 1.0},
         by=("queue_core_job_outcome", "error_type"),
     )
@@ -252,9 +257,9 @@ def test_promql_over_a_scraped_worker(scraped: Scraped) -> None:
         by="queue_core_job_state",
     )
     expect(f"queue_core_queue_oldest_job_age_seconds{{{s}}}", {"": 0.0})  # nothing waits
-    expect(f"queue_core_workers{{{s}}}", {"": 1.0})
+    expect(f"queue_core_worker_count{{{s}}}", {"": 1.0})
     expect(f"queue_core_worker_capacity{{{s}}}", {"": 2.0})
-    expect(f"sum(queue_core_worker_active_jobs{{{s}}})", {"": 0.0})
+    expect(f"sum(queue_core_job_active{{{s}}})", {"": 0.0})
 
     # A latency percentile over the buckets, as a dashboard computes it.
     p95 = (
@@ -426,8 +431,8 @@ async def test_names_match_the_official_exporter(
         "queue_core_job_retries",
         "queue_core_job_failures",
         "queue_core_rate_limit_delay_seconds",
-        "queue_core_worker_active_jobs",
-        "queue_core_workers",
+        "queue_core_job_active",
+        "queue_core_worker_count",
         "queue_core_worker_capacity",
         "queue_core_queue_depth",
         "queue_core_queue_oldest_job_age_seconds",

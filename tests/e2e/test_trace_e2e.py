@@ -297,9 +297,12 @@ def test_metrics_arrive_with_exemplars_of_the_trace(scenario: Scenario) -> None:
     sent = latest(scenario.points("messaging.client.sent.messages", API))
     assert [(p.value, p.attributes["queue_core.job.name"]) for p in sent] == [(1, "welcome")]
 
+    # Two deliveries (the first attempt and its retry), counted at the fetch, no outcome.
     consumed = latest(scenario.points("messaging.client.consumed.messages", WORKER))
-    by_outcome = {p.attributes["queue_core.job.outcome"]: p for p in consumed}
-    assert {outcome: p.value for outcome, p in by_outcome.items()} == {
+    assert [p.value for p in consumed] == [2]
+    assert not {"queue_core.job.outcome", "error.type"} & consumed[0].attributes.keys()
+    by_outcome = {p.attributes["queue_core.job.outcome"]: p for p in durations}
+    assert {outcome: p.count for outcome, p in by_outcome.items()} == {
         "retry": 1,
         "completed": 1,
     }

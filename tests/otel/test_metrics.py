@@ -60,9 +60,9 @@ async def test_metric_values_after_a_known_workload(
     outcomes = {
         "completed": 6, "retry": 2, "failed": 1, "delayed": 1, "rate_limited": 1,
     }  # fmt: skip
-    for outcome, count in outcomes.items():
-        assert total(sc.CONSUMED_MESSAGES, {**q, sc.JOB_OUTCOME: outcome}) == count, outcome
-    assert total(sc.CONSUMED_MESSAGES, q) == 11
+    for outcome, count in outcomes.items():  # each attempt's outcome: on process.duration
+        assert total(sc.PROCESS_DURATION, {**q, sc.JOB_OUTCOME: outcome}) == count, outcome
+    assert total(sc.CONSUMED_MESSAGES, q) == 11  # one delivery per attempt, at the fetch
 
     assert total(sc.PROCESS_DURATION, q) == 11
     assert total(sc.PROCESS_DURATION, {**q, sc.ERROR_TYPE: "ConnectionError"}) == 1
@@ -158,7 +158,7 @@ async def test_stalls_are_counted(
         telemetry.total(sc.STALLS, {sc.DESTINATION: queue.name, sc.STALL_OUTCOME: "requeued"}) == 1
     )
     interrupted = {sc.DESTINATION: queue.name, sc.JOB_OUTCOME: "interrupted"}
-    assert telemetry.total(sc.CONSUMED_MESSAGES, interrupted) == 1
+    assert telemetry.total(sc.PROCESS_DURATION, interrupted) == 1
 
 
 async def test_the_observer_reads_queues_under_another_prefix(

@@ -116,5 +116,6 @@ async def test_a_cancelled_job_ends_its_spans_as_cancelled(
     ]
     where = {sc.DESTINATION: queue.name, sc.JOB_OUTCOME: "cancelled"}
     assert telemetry.total(sc.JOB_DURATION, where) == 1
-    assert telemetry.total(sc.CONSUMED_MESSAGES, where) == 1
+    assert telemetry.total(sc.PROCESS_DURATION, where) == 1
+    assert telemetry.total(sc.CONSUMED_MESSAGES, {sc.DESTINATION: queue.name}) == 1
     assert telemetry.total(sc.OPERATOR_JOBS, {sc.OPERATION: "cancel"}) == 1

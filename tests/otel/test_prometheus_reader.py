@@ -77,7 +77,8 @@ async def test_same_names_and_labels_as_the_official_exporter(
         "queue_core_job_wait_duration_seconds",
         "queue_core_queue_depth",
         "queue_core_queue_oldest_job_age_seconds",
-        "queue_core_worker_active_jobs",
+        "queue_core_job_active",
+        "queue_core_worker_count",
         "target_info",
     ):
         assert expected in mine, expected

@@ -19,6 +19,22 @@ the collector and contrib repositories, issues and release notes, as follows:
   ``"spanmetrics" alias is deprecated; use "span_metrics" instead``.
 - extension ``health_check``: ``extension/healthcheckextension/metadata.yaml``,
   ``type: health_check``, distributions core, contrib, k8s.
+- connector ``forward``: core ``connector/forwardconnector/metadata.yaml``, ``type: forward``,
+  distributions core, contrib, k8s; ``traces_to_traces`` (beta).
+- processor ``tail_sampling``: contrib ``processor/tailsamplingprocessor/metadata.yaml``,
+  ``type: tail_sampling``, distributions include contrib; traces (beta).
+
+Setting keys, from the components' config structs (``config.go``, and the generated
+``config.schema.yaml`` of the newest stored contrib snapshot):
+
+- ``span_metrics``: ``SPAN_METRICS_KEYS`` below. ``series_expiration`` came with contrib
+  PR #48270 ("[connector/span_metrics] Expire stale series", merged 2026-05-12, fixing
+  issue #44187), before the 0.155.0 release PR (#49298), so 0.160.0 has it.
+  ``metrics_expiration`` only drops a resource's metrics when that resource sent no span
+  for the whole period (``resetState``: ``now.Sub(m.lastSeen) >= MetricsExpiration`` per
+  resource), so a removed queue's series live on while its worker runs;
+  ``series_expiration`` is the per-series one.
+- ``tail_sampling``: ``TAIL_SAMPLING_KEYS`` and the policy types and keys below.
 - ``debug`` (core exporter, unchanged) is allowed for local troubleshooting, not used.
 
 The deprecated aliases, and the ``loki`` and ``jaeger`` exporters (deprecated, removed), are
@@ -43,9 +59,9 @@ from tests.stack.stackfiles import (
 ALLOWLIST_VERSION = "0.160.0"
 ALLOWED_TYPES: dict[str, frozenset[str]] = {
     "receivers": frozenset({"otlp"}),
-    "processors": frozenset({"memory_limiter", "batch"}),
+    "processors": frozenset({"memory_limiter", "batch", "tail_sampling"}),
     "exporters": frozenset({"otlp_grpc", "otlp_http", "debug"}),
-    "connectors": frozenset({"span_metrics"}),
+    "connectors": frozenset({"span_metrics", "forward"}),
     "extensions": frozenset({"health_check"}),
 }
 REFUSED_TYPES: dict[str, frozenset[str]] = {
@@ -53,8 +69,54 @@ REFUSED_TYPES: dict[str, frozenset[str]] = {
     "connectors": frozenset({"spanmetrics"}),
 }
 SIGNALS = frozenset({"traces", "metrics", "logs", "profiles"})
-# The span metrics connector turns traces into metrics: exporter of the one, receiver of the other.
-CONNECTOR_SIGNALS = {"span_metrics": ("traces", "metrics")}
+# The span metrics connector turns traces into metrics: exporter of the one, receiver of the
+# other. The forward connector passes traces on to another traces pipeline.
+CONNECTOR_SIGNALS = {"span_metrics": ("traces", "metrics"), "forward": ("traces", "traces")}
+
+# Every top-level key of the span metrics connector's Config struct (mapstructure tags) in
+# contrib 0.160.0; see the module docstring for where each was read.
+SPAN_METRICS_KEYS = frozenset({
+    "dimensions",
+    "calls_dimensions",
+    "exclude_dimensions",
+    "dimensions_cache_size",  # deprecated since 0.130.0 for aggregation_cardinality_limit
+    "resource_metrics_cache_size",
+    "resource_metrics_key_attributes",
+    "aggregation_temporality",
+    "histogram",
+    "metrics_flush_interval",
+    "metrics_expiration",  # per resource, not per series: see the docstring
+    "series_expiration",  # per series
+    "metric_timestamp_cache_size",
+    "namespace",
+    "exemplars",
+    "events",
+    "include_instrumentation_scope",
+    "aggregation_cardinality_limit",
+    "add_resource_attributes",
+    "enable_metrics_sampling_method",
+})  # fmt: skip
+
+# The tail sampling processor's Config struct (config.schema.yaml, top-level properties).
+TAIL_SAMPLING_KEYS = frozenset({
+    "decision_wait",
+    "decision_wait_after_root_received",
+    "num_traces",
+    "expected_new_traces_per_sec",
+    "policies",
+    "decision_cache",
+    "sample_on_first_match",
+    "drop_pending_traces_on_shutdown",
+    "block_on_overflow",
+    "maximum_trace_size_bytes",
+})  # fmt: skip
+TAIL_SAMPLING_DECISION_CACHE_KEYS = frozenset({"sampled_cache_size", "non_sampled_cache_size"})
+# Policy type -> the keys of its own block, for the three types used here.
+TAIL_SAMPLING_POLICY_KEYS = {
+    "status_code": frozenset({"status_codes"}),
+    "latency": frozenset({"threshold_ms", "upper_threshold_ms"}),
+    "probabilistic": frozenset({"sampling_percentage", "hash_salt"}),
+}
 
 
 def component_type(component_id: str) -> str:
@@ -238,6 +300,23 @@ def test_span_metrics_dimensions_are_the_bounded_messaging_attributes() -> None:
     assert not {"service.name", "span.name", "span.kind", "status.code"} & set(names)
 
 
+def test_span_metrics_keys_are_fields_of_the_connector_config() -> None:
+    unknown = set(span_metrics()) - SPAN_METRICS_KEYS
+    assert not unknown, f"not keys of the span_metrics Config struct: {sorted(unknown)}"
+
+
+def test_span_metrics_forget_each_idle_series() -> None:
+    config = span_metrics()
+    # series_expiration is the per-series setting; metrics_expiration would only drop a
+    # worker's metrics once the whole worker sent nothing, so a removed queue's series
+    # would be exported as long as the worker runs.
+    assert "metrics_expiration" not in config
+    expiry = go_duration_seconds(config["series_expiration"])
+    # well above the flush interval, so an idle but live queue is not forgotten between flushes
+    assert expiry >= 10 * go_duration_seconds(config["metrics_flush_interval"])
+    assert expiry <= 24 * 3600
+
+
 def test_span_metrics_cardinality_is_limited_exemplars_kept_and_flushed_regularly() -> None:
     config = span_metrics()
     assert isinstance(config["aggregation_cardinality_limit"], int)
@@ -257,3 +336,122 @@ def test_component_ids_are_well_formed() -> None:
     for section in ALLOWED_TYPES:
         for component_id in defined(section):
             assert pattern.match(component_id), component_id
+
+
+# ---------------------------------------------------------------- tail sampling
+
+
+def pipelines_with(role: str, component_kind: str) -> list[str]:
+    return [
+        name
+        for name, pipeline in pipelines().items()
+        if any(component_type(c) == component_kind for c in pipeline.get(role, []))
+    ]
+
+
+def upstream_processors(pipeline: str) -> set[str]:
+    """Processor types on every path from a receiver to the end of ``pipeline``, through
+    the connectors that feed it (a pipeline's own processors included)."""
+    seen: set[str] = set()
+    found: set[str] = set()
+
+    def walk(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        found.update(component_type(p) for p in pipelines()[name]["processors"])
+        for receiver in pipelines()[name]["receivers"]:
+            for feeder, p in pipelines().items():
+                if receiver in p.get("exporters", []):
+                    walk(feeder)
+
+    walk(pipeline)
+    return found
+
+
+def tail_sampling() -> dict[str, Any]:
+    (name,) = [p for p in defined("processors") if component_type(p) == "tail_sampling"]
+    config = collector()["processors"][name]
+    assert isinstance(config, dict)
+    return config
+
+
+def test_span_metrics_see_every_span_before_any_sampling() -> None:
+    feeding = pipelines_with("exporters", "span_metrics")
+    assert feeding
+    for name in feeding:
+        assert "tail_sampling" not in upstream_processors(name), name
+        assert "otlp" in pipelines()[name]["receivers"], name
+
+
+def test_tempo_gets_traces_only_through_tail_sampling() -> None:
+    to_tempo = [
+        name
+        for name, p in pipelines().items()
+        if any(
+            e in collector()["exporters"]
+            and collector()["exporters"][e]["endpoint"] == "tempo:4317"
+            for e in p["exporters"]
+        )
+    ]
+    assert to_tempo
+    for name in to_tempo:
+        processors = [component_type(p) for p in pipelines()[name]["processors"]]
+        assert "tail_sampling" in processors, name
+        # batch after the sampler, which regroups spans by trace anyway
+        assert processors.index("tail_sampling") < processors.index("batch"), processors
+
+
+def test_the_sampling_pipeline_is_fed_every_span_through_a_forward_connector() -> None:
+    (sampling,) = pipelines_with("processors", "tail_sampling")
+    receivers = pipelines()[sampling]["receivers"]
+    assert receivers and all(component_type(r) == "forward" for r in receivers), receivers
+    for receiver in receivers:
+        feeders = [n for n, p in pipelines().items() if receiver in p.get("exporters", [])]
+        assert feeders
+        for feeder in feeders:
+            assert "span_metrics" in {component_type(e) for e in pipelines()[feeder]["exporters"]}
+
+
+def test_tail_sampling_keys_are_fields_of_the_processor_config() -> None:
+    config = tail_sampling()
+    assert not set(config) - TAIL_SAMPLING_KEYS, sorted(set(config) - TAIL_SAMPLING_KEYS)
+    assert not set(config.get("decision_cache", {})) - TAIL_SAMPLING_DECISION_CACHE_KEYS
+    for policy in config["policies"]:
+        kind = policy["type"]
+        assert kind in TAIL_SAMPLING_POLICY_KEYS, kind
+        assert set(policy) <= {"name", "type", kind}, policy
+        assert not set(policy[kind]) - TAIL_SAMPLING_POLICY_KEYS[kind], policy
+
+
+def test_tail_sampling_keeps_every_failed_and_slow_trace_and_samples_the_rest() -> None:
+    policies = tail_sampling()["policies"]
+    names = [p["name"] for p in policies]
+    assert len(names) == len(set(names))
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for policy in policies:
+        by_type.setdefault(policy["type"], []).append(policy)
+    # any span with status Error keeps the trace (a failed attempt or a failed job)
+    (failed,) = by_type["status_code"]
+    assert failed["status_code"]["status_codes"] == ["ERROR"]
+    # a slow trace is kept, with no upper bound (which would drop the slowest)
+    (slow,) = by_type["latency"]
+    assert slow["latency"]["threshold_ms"] > 0
+    assert "upper_threshold_ms" not in slow["latency"]
+    # the rest: a fraction, neither none nor all
+    (rest,) = by_type["probabilistic"]
+    assert 0 < rest["probabilistic"]["sampling_percentage"] < 100
+    # no policy that would drop a kept trace or keep everything
+    assert set(by_type) == {"status_code", "latency", "probabilistic"}
+
+
+def test_tail_sampling_waits_and_remembers_enough() -> None:
+    config = tail_sampling()
+    assert 5 <= go_duration_seconds(config["decision_wait"]) <= 120
+    assert config["num_traces"] >= 10_000
+    assert config["expected_new_traces_per_sec"] > 0
+    cache = config["decision_cache"]
+    # kept trace ids outlive their spans in memory, so late spans of kept traces are kept
+    assert cache["sampled_cache_size"] >= 10 * config["num_traces"]
+    # a cache of dropped ids would drop a failing span arriving after its trace was dropped
+    assert "non_sampled_cache_size" not in cache

@@ -341,7 +341,7 @@ def run_workload(
     prometheus.until(
         lambda: (
             prometheus.values(f"queue_core_queue_oldest_job_age_seconds{{{webhooks}}}"),
-            prometheus.values(f"sum(queue_core_worker_active_jobs{{{webhooks}}})"),
+            prometheus.values(f"sum(queue_core_job_active{{{webhooks}}})"),
         ),
         lambda seen: seen[0].get("", 0.0) > 0 and seen[1] == {"": 3.0},
         timeout=20,
