@@ -10,6 +10,7 @@ Loading fails if a script refers to a key its header does not declare.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = [
     "preload_sync",
     "run_script",
     "run_script_sync",
+    "send_commands",
 ]
 
 SCRIPT_NAMES: Final = (
@@ -201,6 +203,38 @@ async def _run_direct(
         raise  # a reply from Redis: the connection is in a clean state
     except BaseException:
         await connection.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(connection)
+
+
+async def send_commands(client: AnyAsyncRedis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """The replies of ``commands`` (an error reply as its exception), sent as one write.
+
+    For reads of many small commands (the job browser's overview): redis-py's pipeline
+    spends about 30 us on each (packing in Python, a timer per reply), many times what
+    Redis does. On the direct path, as ``_run_direct``, they are packed by hiredis and read
+    back without those layers. The caller bounds the wait."""
+    if not can_pipeline(client):
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+    assert isinstance(client, AsyncRedis)
+    payload = b"".join([_pack(command) for command in commands])
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_packed_command(payload)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response(timeout=math.inf))
+            except ResponseError as exc:  # an error reply: the next replies follow as usual
+                replies.append(exc)
+        return replies
+    except BaseException:
+        await connection.disconnect(nowait=True)  # replies may be left unread on it
         raise
     finally:
         await pool.release(connection)

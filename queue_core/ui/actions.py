@@ -17,6 +17,7 @@ from starlette.responses import Response
 from queue_core.errors import JobNotFoundError, JobStateError, QueueError
 from queue_core.hooks import acting_as
 from queue_core.log import get_logger
+from queue_core.ui.render import base_of
 
 if TYPE_CHECKING:
     from queue_core.ui.app import Browser, Caller
@@ -175,7 +176,7 @@ async def login(browser: Browser, request: Request) -> Response:
 
 
 def _strip_base(request: Request, target: str) -> str:
-    base = request.scope.get("root_path", "").rstrip("/")
+    base = base_of(request)
     return target[len(base) :] or "/" if base and target.startswith(base) else target
 
 

@@ -32,7 +32,7 @@ from queue_core.queue import Queue
 from queue_core.ui import actions, live, views
 from queue_core.ui.auth import Auth, TokenAuth, authenticate
 from queue_core.ui.links import DEFAULT_LOGS_URL, DEFAULT_TRACE_URL
-from queue_core.ui.render import digest, environment
+from queue_core.ui.render import base_of, digest, environment
 from queue_core.ui.session import Session, SessionStore
 
 __all__ = ["Browser", "Caller", "queue_ui"]
@@ -169,7 +169,7 @@ class Browser:
         session: Session | None = None,
     ) -> HTMLResponse:
         session = caller.session if caller is not None else session
-        base = request.scope.get("root_path", "").rstrip("/")
+        base = base_of(request)
         html = self.templates.get_template(template).render(
             base=base,
             title=self.title,
@@ -189,7 +189,7 @@ class Browser:
     ) -> str:
         """A page's live part (what ``live.py`` sends again when it changes)."""
         return self.templates.get_template(template).render(
-            base=request.scope.get("root_path", "").rstrip("/"),
+            base=base_of(request),
             read_only=self.read_only,
             csrf=caller.session.csrf,
             **context,
@@ -210,7 +210,7 @@ class Browser:
         return self.page(request, template, {**context, **live}, caller=caller)
 
     def redirect(self, request: Request, path: str, caller: Caller) -> Response:
-        base = request.scope.get("root_path", "").rstrip("/")
+        base = base_of(request)
         response = RedirectResponse(base + path, status_code=303)
         self.sessions.save(request, response, caller.session)
         return response

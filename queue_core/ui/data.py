@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from queue_core.commands import QueueStats, parse_stats, state_names
 from queue_core.connection import AsyncClient, redis_errors
@@ -35,13 +34,7 @@ from queue_core.keys import QueueKeys
 from queue_core.options import check_int
 from queue_core.queue import Queue
 from queue_core.schedulers import SchedulerInfo
-from queue_core.scripts import LuaScript, can_pipeline, load_script
-
-_pack: Any
-try:  # a dependency (redis[hiredis]); without it, redis-py's pipeline
-    from hiredis import pack_command as _pack
-except ImportError:  # pragma: no cover
-    _pack = None
+from queue_core.scripts import LuaScript, load_script, send_commands
 
 __all__ = [
     "ORDERS",
@@ -214,7 +207,7 @@ async def _pipeline(client: AsyncClient, commands: Sequence[tuple[Any, ...]]) ->
     """Send ``commands`` in one round trip. Should Redis have forgotten a script (a
     restart), it is loaded and the whole batch sent again: every command here only reads."""
     for retry in (False, True):
-        replies = await _send(client, commands)
+        replies = await send_commands(client, commands)
         forgotten = {c[1] for c, r in zip(commands, replies, strict=True) if _is_noscript(r)}
         if forgotten and not retry:
             for script in (_GET_STATS, _GET_JOB):
@@ -226,38 +219,6 @@ async def _pipeline(client: AsyncClient, commands: Sequence[tuple[Any, ...]]) ->
                 raise reply
         return replies
     raise AssertionError("unreachable")
-
-
-async def _send(client: AsyncClient, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """The replies of ``commands`` (an error reply as its exception), sent as one write.
-
-    An overview sends thousands of small commands: redis-py's pipeline spends about 30 us
-    on each (packing in Python, a timer per reply), many times what Redis does. On a
-    plain client with hiredis they are packed in C and read back without those layers,
-    as the scripts' direct path does (queue_core/scripts); the caller bounds the wait."""
-    if _pack is None or not can_pipeline(client):
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(await pipe.execute(raise_on_error=False))
-    assert isinstance(client, AsyncRedis)
-    payload = b"".join([_pack(command) for command in commands])
-    pool = client.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        await connection.send_packed_command(payload)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response(timeout=math.inf))
-            except ResponseError as exc:  # an error reply: the next replies follow as usual
-                replies.append(exc)
-        return replies
-    except BaseException:
-        await connection.disconnect(nowait=True)  # replies may be left unread on it
-        raise
-    finally:
-        await pool.release(connection)
 
 
 def _is_noscript(reply: object) -> bool:

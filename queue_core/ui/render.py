@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
 
-__all__ = ["FOLD_CHARS", "digest", "environment", "pretty"]
+__all__ = ["FOLD_CHARS", "base_of", "digest", "environment", "pretty"]
 
 FOLD_CHARS = 2000  # a value longer than this is folded: its start shown, the rest on demand
 TEMPLATES = Path(__file__).parent / "templates"
@@ -77,6 +78,11 @@ def spark(values: list[int], width: int = 120, height: int = 24) -> str:
 
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def base_of(request: Request) -> str:
+    """The mount point's path ("" when served at the root): every link starts with it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def digest(html: str) -> str:

@@ -15,6 +15,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
+from queue_core.ui.render import base_of
+
 __all__ = ["COOKIE", "Session", "SessionStore"]
 
 COOKIE = "queue_core_ui"
@@ -53,12 +55,11 @@ class SessionStore:
     def save(self, request: Request, response: Response, session: Session) -> None:
         if not session.changed:
             return
-        root = request.scope.get("root_path", "") or ""
         response.set_cookie(
             COOKIE,
             self._signer.dumps({"c": session.csrf, "u": session.user}),
             max_age=MAX_AGE_S,
-            path=root.rstrip("/") + "/",
+            path=base_of(request) + "/",
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
