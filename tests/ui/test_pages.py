@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
 from fastapi import FastAPI
 
 from queue_core import (
@@ -24,6 +25,7 @@ from queue_core import (
     register_hook,
     unregister_hook,
 )
+from queue_core.keys import QueueKeys
 from queue_core.ui import BasicAuth, TokenAuth, hash_password, queue_ui
 from tests.conftest import wait_counts
 from tests.log_capture import capture_logs
@@ -321,3 +323,25 @@ async def test_redis_down_is_a_page_that_says_so() -> None:
     await app.state.browser.close()
     assert reply.status_code == 503
     assert "Redis did not answer" in reply.text
+
+
+async def test_a_corrupt_record_is_shown_as_such_and_breaks_no_page(
+    client: httpx.AsyncClient, ui_queue: Queue, redis_url: str, prefix: str
+) -> None:
+    good = await ui_queue.add("send", {"to": "a"})
+    bad = await ui_queue.add("send", {"to": "b"})
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await raw.hset(QueueKeys(ui_queue.name, prefix)["state"], bad.id, b"\xff not json")
+    finally:
+        await raw.aclose()
+    await signed_in(client)
+
+    overview = await client.get("/")
+    assert overview.status_code == 200 and 'data-queue="mail:outbox"' in overview.text
+    listing = await client.get("/q/mail:outbox?state=waiting")
+    assert listing.status_code == 200
+    assert f'data-job-id="{good.id}"' in listing.text
+    page = await client.get(f"/q/mail:outbox/jobs/{bad.id}")
+    assert page.status_code == 200 and 'id="read-error"' in page.text
+    assert (await client.get(f"/q/mail:outbox/jobs/{good.id}")).status_code == 200
