@@ -1,17 +1,23 @@
 """queue_otel's overhead: the same workload with the instrumentation off and on.
 
     python -m bench.otel_overhead [--jobs 5000] [--rounds 5] [--concurrency 10]
-                                  [--work-ms 0,1]
+                                  [--work-ms 0,1,5]
 
 A private redis-server is started for the run. Each round enqueues ``--jobs`` jobs one by
-one, then processes them with one worker; rounds alternate off/on so that drift of the
-machine hits both alike. Each value of ``--work-ms`` is a workload: jobs that spend that
-many milliseconds of CPU (0: no-op jobs, the worst case for relative overhead).
+one, then processes them with one worker; the modes alternate within each round so that
+drift of the machine hits them alike. Each value of ``--work-ms`` is a workload: jobs
+that spend that many milliseconds of CPU (0: no-op jobs, the worst case for relative
+overhead).
 
 "On" means the whole instrumentation: every trace sampled (ALWAYS_ON), spans through a
 BatchSpanProcessor into an exporter that drops them, metrics through a reader collecting
-every second, trace ids in logs. The figures are the medians over rounds; the result is
-written to bench/results/otel_overhead.json.
+every second, trace ids in logs. For no-op jobs two more modes run: "sampled" (the same
+with a parent-based 1% ratio sampler) and "metrics" (the tracing hook unregistered), whose
+difference is what tracing costs a job whose trace is not sampled. CPU is the whole
+process's (``time.process_time``: every thread, the exporters' included) per job or per
+enqueue call, less the jobs' own work. The figures are the medians over rounds, with their
+spread ((max - min) / median); the issue's targets are printed against them, and
+everything is written to bench/results/otel_overhead.json.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +47,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
-from queue_core import Queue, Worker
+from queue_core import Queue, Worker, unregister_hook
 from queue_core.testing import RedisServer
 from queue_otel import QueueInstrumentor
 
@@ -93,12 +100,13 @@ async def one_round(url: str, jobs: int, concurrency: int, work_ms: float = 0) -
     name = f"bench-{uuid.uuid4().hex[:8]}"
     latencies: list[float] = []
     async with Queue(name, redis=url) as queue:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for i in range(jobs):
             t = time.perf_counter()
             await queue.add("noop", i)
             latencies.append(time.perf_counter() - t)
         enqueue_s = time.perf_counter() - started
+        enqueue_cpu = time.process_time() - cpu
         done = asyncio.Event()
         count = 0
 
@@ -112,10 +120,13 @@ async def one_round(url: str, jobs: int, concurrency: int, work_ms: float = 0) -
             if count == jobs:
                 done.set()
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async with Worker(name, noop, redis=url, concurrency=concurrency):
             await done.wait()
         process_s = time.perf_counter() - started
+        # The whole process's CPU (every thread: the span processor's and the metric
+        # reader's included), less the jobs' own busy loop.
+        process_cpu = time.process_time() - cpu - jobs * work_ms / 1000
         await queue.client.delete(*queue.keys.all())
     latencies.sort()
     return {
@@ -123,53 +134,60 @@ async def one_round(url: str, jobs: int, concurrency: int, work_ms: float = 0) -
         "enqueue_p50_ms": latencies[len(latencies) // 2] * 1000,
         "enqueue_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
         "process_per_s": jobs / process_s,
+        "enqueue_cpu_ms": enqueue_cpu / jobs * 1000,
+        "process_cpu_ms": process_cpu / jobs * 1000,
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--work-ms", default="0,1", help="comma-separated CPU ms per job")
-    args = parser.parse_args(argv)
-    workloads = [float(x) for x in args.work_ms.split(",")]
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+# The issue's targets (added worker CPU per job and per enqueue, in ms; throughput loss).
+TARGETS = {
+    "process_cpu_ms": 0.10,
+    "enqueue_cpu_ms": 0.06,
+    "loss_1ms": 0.10,
+    "loss_5ms": 0.03,
+    "sampled_out_span_ms": 0.01,
+}
+MODES = {
+    "off": "queue_otel off",
+    "on": "everything on, every trace sampled",
+    "sampled": "everything on, parent-based 1% ratio sampler",
+    "metrics": "metrics only (the tracing hook unregistered)",
+}
 
-    spans, metrics = DropSpans(), DropMetrics()
-    tracer_provider, meter_provider = dropping_providers(spans, metrics)
+
+def _instrument(mode: str, providers: dict[str, Any]) -> QueueInstrumentor | None:
+    if mode == "off":
+        return None
     instrumentor = QueueInstrumentor()
-    runs: dict[str, list[dict[str, float]]] = {
-        f"{mode}/{work:g}ms": [] for work in workloads for mode in ("off", "on")
-    }
-    with RedisServer() as redis:
-        print(f"Redis: {redis.description}", file=sys.stderr)
-        asyncio.run(one_round(redis.url, min(args.jobs, 500), args.concurrency))  # warm-up
-        for _ in range(args.rounds):
-            for work in workloads:
-                # Fewer jobs when each one works, so that a round takes a similar time.
-                jobs = args.jobs if not work else max(200, int(args.jobs / (1 + work * 3)))
-                for mode in ("off", "on"):
-                    if mode == "on":
-                        instrumentor.instrument(
-                            tracer_provider=tracer_provider,
-                            meter_provider=meter_provider,
-                            export_logs=False,
-                        )
-                    try:
-                        result = asyncio.run(one_round(redis.url, jobs, args.concurrency, work))
-                    finally:
-                        if mode == "on":
-                            instrumentor.uninstrument()
-                    runs[f"{mode}/{work:g}ms"].append(result)
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
-    if spans.exported == 0 or metrics.exports == 0:
-        print("error: the instrumentation exported nothing", file=sys.stderr)
-        return 1
+    instrumentor.instrument(
+        tracer_provider=providers["sampled" if mode == "sampled" else "on"],
+        meter_provider=providers["meter"],
+        export_logs=False,
+    )
+    if mode == "metrics":
+        unregister_hook(instrumentor._hooks[0])  # the TracingHook, registered first
+    return instrumentor
 
+
+Table = dict[str, dict[str, float]]
+
+
+def summarize(
+    runs: dict[str, list[dict[str, float]]], workloads: list[float]
+) -> tuple[
+    dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, Any], dict[str, float]
+]:
+    """Medians, spreads, throughput losses, and the figures that the targets are read on."""
     medians = {
         name: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        for name, rounds in runs.items()
+    }
+    spread = {
+        name: {
+            key: (max(r[key] for r in rounds) - min(r[key] for r in rounds)) / medians[name][key]
+            for key in rounds[0]
+            if medians[name][key]
+        }
         for name, rounds in runs.items()
     }
     loss = {
@@ -179,32 +197,99 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for work in workloads
     }
+    off0, on0 = medians.get("off/0ms"), medians.get("on/0ms")
+    figures: dict[str, float] = {}
+    if off0 and on0:
+        figures["process_cpu_ms"] = on0["process_cpu_ms"] - off0["process_cpu_ms"]
+        figures["enqueue_cpu_ms"] = on0["enqueue_cpu_ms"] - off0["enqueue_cpu_ms"]
+        figures["enqueue_p99_ms_on"] = on0["enqueue_p99_ms"]
+        # The span part when 99% of traces are not sampled: the sampled mode less the
+        # metrics-only mode (the same hooks but the tracing one).
+        figures["sampled_out_span_ms"] = (
+            medians["sampled/0ms"]["process_cpu_ms"] - medians["metrics/0ms"]["process_cpu_ms"]
+        )
+    for work in (1.0, 5.0):
+        if work in workloads:
+            figures[f"loss_{work:g}ms"] = loss[f"{work:g}ms"]["process_per_s"]
+    return medians, spread, loss, figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--work-ms", default="0,1,5", help="comma-separated CPU ms per job")
+    args = parser.parse_args(argv)
+    workloads = [float(x) for x in args.work_ms.split(",")]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    spans, metrics = DropSpans(), DropMetrics()
+    tracer_provider, meter_provider = dropping_providers(spans, metrics)
+    sampled_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.01)))
+    sampled_provider.add_span_processor(BatchSpanProcessor(spans))
+    providers = {"on": tracer_provider, "sampled": sampled_provider, "meter": meter_provider}
+    # Every mode for no-op jobs (where the overhead shows most); off and on for the others.
+    plan = [(work, mode) for work in workloads for mode in (MODES if not work else ("off", "on"))]
+    runs: dict[str, list[dict[str, float]]] = {f"{mode}/{work:g}ms": [] for work, mode in plan}
+    with RedisServer() as redis:
+        print(f"Redis: {redis.description}", file=sys.stderr)
+        asyncio.run(one_round(redis.url, min(args.jobs, 500), args.concurrency))  # warm-up
+        for _ in range(args.rounds):
+            for work, mode in plan:
+                # Fewer jobs when each one works, so that a round takes a similar time.
+                jobs = args.jobs if not work else max(200, int(args.jobs / (1 + work * 3)))
+                instrumentor = _instrument(mode, providers)
+                try:
+                    result = asyncio.run(one_round(redis.url, jobs, args.concurrency, work))
+                finally:
+                    if instrumentor is not None:
+                        instrumentor.uninstrument()
+                runs[f"{mode}/{work:g}ms"].append(result)
+    tracer_provider.shutdown()
+    sampled_provider.shutdown()
+    meter_provider.shutdown()
+    if spans.exported == 0 or metrics.exports == 0:
+        print("error: the instrumentation exported nothing", file=sys.stderr)
+        return 1
+
+    medians, spread, loss, figures = summarize(runs, workloads)
+    command = "python -m bench.otel_overhead " + " ".join(argv or sys.argv[1:])
     report = {
-        "command": "python -m bench.otel_overhead " + " ".join(argv or sys.argv[1:]),
+        "command": command.strip(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
         },
         "settings": vars(args),
+        "modes": MODES,
         "spans_exported": spans.exported,
+        "targets": TARGETS,
+        "figures": figures,
         "medians": medians,
+        "spread": spread,
         "throughput_loss": loss,
         "rounds": runs,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    for work in workloads:
-        name = f"{work:g}ms"
-        print(f"\njobs of {name} CPU        {'off':>10} {'on':>10} {'on/off':>8}")
-        for key in medians[f"off/{name}"]:
-            off, on = medians[f"off/{name}"][key], medians[f"on/{name}"][key]
-            print(f"  {key:20} {off:10.2f} {on:10.2f} {on / off:8.3f}")
-        print(
-            f"  throughput loss: enqueue {loss[name]['enqueue_per_s']:.1%}, "
-            f"processing {loss[name]['process_per_s']:.1%}"
-        )
-    print(f"\nwritten to {RESULTS}")
+    for name, values in medians.items():
+        print(f"\n{name:24} {'median':>10} {'spread':>8}")
+        for key, value in values.items():
+            print(f"  {key:22} {value:10.3f} {spread[name].get(key, 0):8.1%}")
+    print("\ntargets (added by queue_otel; medians over rounds):")
+    for key, target in TARGETS.items():
+        if key in figures:
+            value = figures[key]
+            verdict = "met" if value <= target else "NOT met"
+            shown = f"{value:.1%}" if key.startswith("loss") else f"{value:.4f} ms"
+            limit = f"{target:.0%}" if key.startswith("loss") else f"{target} ms"
+            print(f"  {key:22} {shown:>12}  (target <= {limit}: {verdict})")
+    if "enqueue_p99_ms_on" in figures:
+        print(f"  traced enqueue p99      {figures['enqueue_p99_ms_on']:.3f} ms (target < 1 ms)")
+    print(f"\nwritten to {RESULTS}\nreproduce: {report['command']}")
     return 0
 
 

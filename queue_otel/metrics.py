@@ -10,12 +10,14 @@ Attributes are bounded: the system, the queue, the job name, the outcome and
 ``error.type`` (an exception class name), and the Redis server; never a job or worker id.
 
 Cost matters on a path taken thousands of times a second: a synchronous measurement in
-the SDK costs about 20 µs (it validates and hashes every attribute each time). So the
-durations go through the SDK's histograms (with exemplars: recorded inside the attempt's
-span, they carry its trace), while counts are kept in a dictionary here and handed to the
-SDK by observable instruments when metrics are collected, which costs almost nothing per
-job. The values are the same: monotonic counts stay monotonic, gauges report the current
-number.
+the SDK costs 20-35 µs (it validates and hashes every attribute each time). So nothing
+here measures through the SDK on the job's path: counts are kept in a dictionary and
+handed to the SDK by observable instruments when metrics are collected; durations are
+aggregated by ``BridgedHistogram`` (``histograms.py``) and merged into the SDK's own
+histograms at collection, with exemplars (recorded inside the attempt's span, they carry
+its trace). Attribute sets are built once each (``_Keys``). The values are the same:
+monotonic counts stay monotonic, gauges report the current number, histograms have the
+SDK's buckets, sums, minima and maxima.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from queue_core import (
     WorkerEvent,
 )
 from queue_otel import semconv as sc
+from queue_otel.histograms import BridgedHistogram
 from queue_otel.tracing import FAILED_OUTCOMES, wait_seconds
 
 __all__ = ["MetricsHook"]
@@ -76,6 +79,15 @@ class _Keys:
     def __init__(self) -> None:
         self._consumed: dict[tuple[Any, ...], Key] = {}
         self._process: dict[tuple[Any, ...], Key] = {}
+        self._other: dict[tuple[Any, ...], Key] = {}
+
+    def of(self, **attributes: Any) -> Key:
+        """The key of ``attributes``, cached by their names and values in call order."""
+        signature = tuple(attributes.items())
+        key = self._other.get(signature)
+        if key is None:
+            key = self._other[signature] = _key(**attributes)
+        return key
 
     def consumed(self, event: ProcessEvent) -> Key:
         """consumed.messages key of one delivery: the fetch succeeded, so no error.type, and
@@ -150,13 +162,13 @@ class MetricsHook(Hook):
              self._scheduler_runs, meter.create_observable_counter),
         ]  # fmt: skip
         for name, unit, description, tally, create in counters:
-            create(name, callbacks=[tally.observe], unit=unit, description=description)
+            callback: Callable[[CallbackOptions], Iterable[Observation]] = tally.observe
+            if tally is self._sent:  # the first callback of a collection: hand histograms over
+                callback = self._flush_then(tally.observe)
+            create(name, callbacks=[callback], unit=unit, description=description)
 
         def histogram(name: str, description: str, buckets: tuple[float, ...]) -> Any:
-            return meter.create_histogram(
-                name, unit="s", description=description,
-                explicit_bucket_boundaries_advisory=list(buckets),
-            )  # fmt: skip
+            return BridgedHistogram(meter, name, description, buckets)
 
         self._client_duration = histogram(
             sc.CLIENT_OPERATION_DURATION, "Duration of enqueue calls.", sc.CLIENT_BUCKETS
@@ -183,6 +195,24 @@ class MetricsHook(Hook):
             sc.JOB_BUCKETS,
         )
 
+    def _flush_then(
+        self, observe: Callable[[CallbackOptions], Iterable[Observation]]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            for histogram in self._histograms:
+                histogram.flush()
+            return observe(options)
+
+        return callback
+
+    @property
+    def _histograms(self) -> tuple[BridgedHistogram, ...]:
+        return (self._client_duration, self._process_duration, self._wait, self._job_duration,
+                self._rate_limit, self._lateness)  # fmt: skip
+
+    def _record(self, histogram: BridgedHistogram, value: float, key: Key) -> None:
+        histogram.record(value, key, self._dict(key))
+
     def _dict(self, key: Key) -> dict[str, Any]:
         """The attribute dict of ``key``, built once: a measurement reads it, never edits it."""
         attributes = self._attributes.get(key)
@@ -202,20 +232,20 @@ class MetricsHook(Hook):
             sc.SERVER_ADDRESS: event.server_address, sc.SERVER_PORT: event.server_port,
             sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send", sc.ERROR_TYPE: error,
         }  # fmt: skip
-        self._client_duration.record(time.perf_counter() - started, self._dict(_key(**common)))
+        self._record(self._client_duration, time.perf_counter() - started, self._keys.of(**common))
         for job in event.jobs:
             if not job.duplicate:  # an existing job_id: nothing was written, nothing sent
-                self._sent.add(_key(**common, **{sc.JOB_NAME: job.name}))
+                self._sent.add(self._keys.of(**common, **{sc.JOB_NAME: job.name}))
 
     # ------------------------------------------------------------------ worker
 
     @contextmanager
     def around_process(self, event: ProcessEvent) -> Iterator[None]:
         job = event.job
-        active = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
+        active = self._keys.of(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
                          sc.JOB_NAME: job.name})  # fmt: skip
         if job.attempts_started == 1:
-            self._wait.record(wait_seconds(job), self._dict(active))
+            self._record(self._wait, wait_seconds(job), active)
             if job.scheduler_id is not None:
                 self._scheduler_run(event.queue, job)
         # The attempt starts as the fetch hands the job over: one delivery, counted now,
@@ -232,7 +262,7 @@ class MetricsHook(Hook):
             failed = outcome in FAILED_OUTCOMES and event.error is not None
             error = type(event.error).__qualname__ if failed else None
             key = self._keys.process(event, outcome, error)
-            self._process_duration.record(elapsed, self._dict(key))
+            self._record(self._process_duration, elapsed, key)
 
     def _scheduler_run(self, queue: str, job: Job) -> None:
         key = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue,
@@ -240,7 +270,7 @@ class MetricsHook(Hook):
         self._scheduler_runs.add(key)
         if job.started_at is not None and job.scheduled_for is not None:
             late = (job.started_at - job.scheduled_for).total_seconds()
-            self._lateness.record(max(0.0, late), self._dict(key))
+            self._record(self._lateness, max(0.0, late), key)
 
     def on_completed(self, event: JobEvent) -> None:
         self._finished(event.queue, event.job, None)
@@ -270,9 +300,9 @@ class MetricsHook(Hook):
         base = {sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue, sc.JOB_NAME: job.name}
         if job.finished_at is not None:
             outcome = outcome or ("failed" if error_type else "completed")
-            key = _key(**base, **{sc.JOB_OUTCOME: outcome, sc.ERROR_TYPE: error_type})
+            key = self._keys.of(**base, **{sc.JOB_OUTCOME: outcome, sc.ERROR_TYPE: error_type})
             elapsed = (job.finished_at - job.enqueued_at).total_seconds()
-            self._job_duration.record(max(0.0, elapsed), self._dict(key))
+            self._record(self._job_duration, max(0.0, elapsed), key)
         if error_type is not None:
             self._failures.add(_key(**base, **{sc.ERROR_TYPE: error_type}))
 
@@ -295,7 +325,7 @@ class MetricsHook(Hook):
         kind = "manual" if event.manual else "limiter"
         key = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
                       sc.RATE_LIMIT_KIND: kind})  # fmt: skip
-        self._rate_limit.record(event.delay, self._dict(key))
+        self._record(self._rate_limit, event.delay, key)
 
     def on_worker_started(self, event: WorkerEvent) -> None:
         key = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue})

@@ -160,8 +160,24 @@ class TracingHook(Hook):
         # A job span whose outcome arrived during an attempt waits until that attempt's
         # span has ended: a parent must not end before its children.
         self._pending: dict[int, tuple[str, Job, str | None, str | None, str | None]] = {}
+        self._starts: dict[tuple[str, str | None, int | None, str], dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ producer side
+
+    def _sampling_attributes(
+        self, queue: str, address: str | None, port: int | None, operation: str
+    ) -> Mapping[str, Any]:
+        """The attributes a span starts with (what a sampler may look at), one dict per
+        queue, server and operation, reused: the SDK copies them into the span."""
+        key = (queue, address, port, operation)
+        attributes = self._starts.get(key)
+        if attributes is None:
+            attributes = self._base(queue, address, port)
+            if operation != "job":
+                attributes[sc.OPERATION_NAME] = operation
+                attributes[sc.OPERATION_TYPE] = operation
+            self._starts[key] = attributes
+        return attributes
 
     def _base(self, queue: str, address: str | None, port: int | None) -> dict[str, Any]:
         attributes: dict[str, Any] = {sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue}
@@ -174,49 +190,20 @@ class TracingHook(Hook):
     @contextmanager
     def around_enqueue(self, event: EnqueueEvent) -> Iterator[None]:
         tracer = self._tracers.main()
-        base = self._base(event.queue, event.server_address, event.server_port)
         creates: list[trace.Span] = []
         if event.bulk:
-            send_attributes = {**base, sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send",
-                               sc.BATCH_COUNT: len(event.jobs)}  # fmt: skip
-            # Without an ambient span the send span roots the batch and the create spans
-            # are its children: a batch, and a flow (whose adds nest), is one trace,
-            # sampled as one, not a trace per job.
-            root: trace.Span | None = None
-            if not trace.get_current_span().get_span_context().is_valid:
-                root = tracer.start_span(
-                    f"send {event.queue}", kind=SpanKind.CLIENT, attributes=send_attributes
-                )
-            for job in event.jobs:
-                create = tracer.start_span(
-                    f"create {event.queue}",
-                    context=trace.set_span_in_context(root) if root is not None else None,
-                    kind=SpanKind.PRODUCER,
-                    attributes={**base, sc.OPERATION_NAME: "create", sc.OPERATION_TYPE: "create",
-                                sc.JOB_NAME: job.name},
-                )  # fmt: skip
-                self._stamp(job, create)
-                creates.append(create)
-            created = [c.get_span_context() for c in creates if c.get_span_context().is_valid]
-            if root is None:
-                send = tracer.start_span(
-                    f"send {event.queue}",
-                    kind=SpanKind.CLIENT,  # the create spans are the creation contexts
-                    attributes=send_attributes,
-                    links=[Link(c) for c in created],
-                )
-            else:
-                send = root
-                for linked in created:
-                    send.add_link(linked)
+            send = self._start_batch(event, tracer, creates)
         else:
             job = event.jobs[0]
             send = tracer.start_span(
                 f"send {event.queue}",
                 kind=SpanKind.PRODUCER,
-                attributes={**base, sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send",
-                            sc.JOB_NAME: job.name},
-            )  # fmt: skip
+                attributes=self._sampling_attributes(
+                    event.queue, event.server_address, event.server_port, "send"
+                ),
+            )
+            if send.is_recording():  # nothing more is built for a span that is dropped
+                send.set_attribute(sc.JOB_NAME, job.name)
             self._stamp(job, send)
         try:
             with trace.use_span(send, end_on_exit=False):
@@ -229,9 +216,57 @@ class TracingHook(Hook):
             else:
                 self._end_producer_span(send, event.jobs[0], event.error)
 
+    def _start_batch(
+        self, event: EnqueueEvent, tracer: Tracer, creates: list[trace.Span]
+    ) -> trace.Span:
+        """The spans of ``add_bulk``: one ``create`` per job (appended to ``creates``) and
+        the ``send`` span, returned."""
+        base = self._base(event.queue, event.server_address, event.server_port)
+        send_attributes = {**base, sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send",
+                           sc.BATCH_COUNT: len(event.jobs)}  # fmt: skip
+        # Without an ambient span the send span roots the batch and the create spans
+        # are its children: a batch, and a flow (whose adds nest), is one trace,
+        # sampled as one, not a trace per job.
+        root: trace.Span | None = None
+        if not trace.get_current_span().get_span_context().is_valid:
+            root = tracer.start_span(
+                f"send {event.queue}", kind=SpanKind.CLIENT, attributes=send_attributes
+            )
+        create_attributes = self._sampling_attributes(
+            event.queue, event.server_address, event.server_port, "create"
+        )
+        parent = trace.set_span_in_context(root) if root is not None else None
+        for job in event.jobs:
+            create = tracer.start_span(
+                f"create {event.queue}",
+                context=parent,
+                kind=SpanKind.PRODUCER,
+                attributes=create_attributes,
+            )
+            if create.is_recording():
+                create.set_attribute(sc.JOB_NAME, job.name)
+            self._stamp(job, create)
+            creates.append(create)
+        created = [c.get_span_context() for c in creates if c.get_span_context().is_valid]
+        if root is None:
+            send = tracer.start_span(
+                f"send {event.queue}",
+                kind=SpanKind.CLIENT,  # the create spans are the creation contexts
+                attributes=send_attributes,
+                links=[Link(c) for c in created],
+            )
+        else:
+            send = root
+            for linked in created:
+                send.add_link(linked)
+        return send
+
     def _end_producer_span(
         self, span: trace.Span, job: EnqueuedJob | None, error: BaseException | None
     ) -> None:
+        if not span.is_recording():
+            span.end()
+            return
         if job is not None and job.job_id is not None:
             span.set_attribute(sc.MESSAGE_ID, job.job_id)
             if job.duplicate:
@@ -323,43 +358,33 @@ class TracingHook(Hook):
         read = self._producer(job)
         self._read[id(job)] = read
         creation, creation_context, job_context = read
-        links = [Link(creation_context)] if creation_context.is_valid else []
-        links += _dependency_links(job)
         started = job.started_at or datetime.now(UTC)
         # A flow parent is ready once its children are done: the flow's trace goes on
         # however long they took; other jobs count from their enqueue.
         since = job.ready_at if job.dependencies is not None and job.ready_at else job.enqueued_at
-        if (started - since).total_seconds() > self._settings.new_trace_after:
+        new_trace = (started - since).total_seconds() > self._settings.new_trace_after
+        if new_trace:
             parent = Context()  # long after the enqueue: a new trace, linked back
-            if job_context is not None:
-                links.append(Link(job_context))
         elif job_context is not None:
             parent = _remote_parent(job_context)
         elif creation_context.is_valid and self._settings.trace_mode == "parent":
             parent = _remote_parent(creation_context)
         else:
             parent = Context()
-        attributes = self._base(event.queue, event.server_address, event.server_port)
-        attributes.update({
-            sc.OPERATION_NAME: "process",
-            sc.OPERATION_TYPE: "process",
-            sc.MESSAGE_ID: job.id,
-            sc.CLIENT_ID: event.worker_id,
-            sc.JOB_NAME: job.name,
-            sc.JOB_ATTEMPT: job.attempts_started,
-            sc.JOB_MAX_ATTEMPTS: job.options.attempts,
-        })  # fmt: skip
-        if job.attempts_started == 1 and job.started_at is not None:
-            attributes[sc.JOB_WAIT] = wait_seconds(job)
-        if job.scheduler_id is not None:
-            attributes[sc.SCHEDULER_ID] = job.scheduler_id
         span = self._tracers.main().start_span(
             f"process {event.queue}",
             context=parent,
             kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=links,
+            attributes=self._sampling_attributes(
+                event.queue, event.server_address, event.server_port, "process"
+            ),
         )
+        # The attempt's own attributes and links only for a span that is recorded (links
+        # added after the start are not seen by the sampler: ours decide by the parent).
+        if span.is_recording():
+            span.set_attributes(self._process_attributes(event))
+            for link in self._process_links(job, creation_context, job_context, new_trace):
+                span.add_link(link.context, link.attributes)
         # The processor runs in this worker's context plus the span (plus the producer's
         # baggage when propagation of baggage is on).
         current = trace.set_span_in_context(span)
@@ -379,7 +404,41 @@ class TracingHook(Hook):
                 self._read.pop(id(job), None)
                 context.detach(token)
 
+    def _process_attributes(self, event: ProcessEvent) -> dict[str, Any]:
+        """A recorded attempt's own attributes (beyond those it starts with)."""
+        job = event.job
+        attributes: dict[str, Any] = {
+            sc.MESSAGE_ID: job.id,
+            sc.CLIENT_ID: event.worker_id,
+            sc.JOB_NAME: job.name,
+            sc.JOB_ATTEMPT: job.attempts_started,
+            sc.JOB_MAX_ATTEMPTS: job.options.attempts,
+        }
+        if job.attempts_started == 1 and job.started_at is not None:
+            attributes[sc.JOB_WAIT] = wait_seconds(job)
+        if job.scheduler_id is not None:
+            attributes[sc.SCHEDULER_ID] = job.scheduler_id
+        return attributes
+
+    def _process_links(
+        self,
+        job: Job,
+        creation_context: trace.SpanContext,
+        job_context: trace.SpanContext | None,
+        new_trace: bool,
+    ) -> list[Link]:
+        """A recorded attempt's links: the producer, a flow parent's children, and the job
+        span when the attempt starts a trace of its own."""
+        links = [Link(creation_context)] if creation_context.is_valid else []
+        links += _dependency_links(job)
+        if new_trace and job_context is not None:
+            links.append(Link(job_context))
+        return links
+
     def _end_process_span(self, span: trace.Span, event: ProcessEvent) -> None:
+        if not span.is_recording():
+            span.end()
+            return
         outcome = event.outcome or "interrupted"
         attributes: dict[str, Any] = {sc.JOB_OUTCOME: outcome}
         if event.delay is not None:
@@ -489,17 +548,37 @@ class TracingHook(Hook):
         tracer = self._tracers.jobs()
         if job_context is None or tracer is None:
             return
-        links: list[Link] = [Link(creation_context)] if creation_context.is_valid else []
-        links += _dependency_links(job)
-        if job.manual_retries:  # a run an operator asked for: linked to the first run's span
-            first_run = decode_span_context(job.headers.get(JOB_HEADER))
-            if first_run is not None:
-                links.append(Link(first_run))
         same_trace = creation_context.is_valid and creation_context.trace_id == job_context.trace_id
         parent = _remote_parent(creation_context) if same_trace else Context()
+        preset = _preset.set((job_context.trace_id, job_context.span_id))
+        try:
+            span = tracer.start_span(
+                f"job {queue}",
+                context=parent,
+                kind=SpanKind.INTERNAL,
+                attributes=self._sampling_attributes(queue, None, None, "job"),
+                start_time=_ns(job.enqueued_at),
+            )
+        finally:
+            _preset.reset(preset)
+        if not span.is_recording():
+            span.end()
+            return
+        span.set_attributes(self._job_attributes(job, error_type, outcome))
+        for link in self._job_links(job, creation_context):
+            span.add_link(link.context, link.attributes)
+        if error_type is not None:
+            span.set_status(Status(StatusCode.ERROR, message or error_type))
+        # It ends when this worker saw the outcome, after the last attempt's span ended
+        # (Redis records the finish time in whole milliseconds).
+        finished = _ns(job.finished_at) or 0
+        span.end(end_time=max(finished, time.time_ns()))
+
+    def _job_attributes(
+        self, job: Job, error_type: str | None, outcome: str | None
+    ) -> dict[str, Any]:
+        """A recorded job span's own attributes (beyond those it starts with)."""
         attributes: dict[str, Any] = {
-            sc.MESSAGING_SYSTEM: sc.SYSTEM,
-            sc.DESTINATION: queue,
             sc.MESSAGE_ID: job.id,
             sc.JOB_NAME: job.name,
             sc.JOB_OUTCOME: outcome or ("failed" if error_type else "completed"),
@@ -508,25 +587,20 @@ class TracingHook(Hook):
         }
         if job.scheduler_id is not None:
             attributes[sc.SCHEDULER_ID] = job.scheduler_id
-        preset = _preset.set((job_context.trace_id, job_context.span_id))
-        try:
-            span = tracer.start_span(
-                f"job {queue}",
-                context=parent,
-                kind=SpanKind.INTERNAL,
-                attributes=attributes,
-                links=links,
-                start_time=_ns(job.enqueued_at),
-            )
-        finally:
-            _preset.reset(preset)
         if error_type is not None:
-            span.set_attribute(sc.ERROR_TYPE, error_type)
-            span.set_status(Status(StatusCode.ERROR, message or error_type))
-        # It ends when this worker saw the outcome, after the last attempt's span ended
-        # (Redis records the finish time in whole milliseconds).
-        finished = _ns(job.finished_at) or 0
-        span.end(end_time=max(finished, time.time_ns()))
+            attributes[sc.ERROR_TYPE] = error_type
+        return attributes
+
+    def _job_links(self, job: Job, creation_context: trace.SpanContext) -> list[Link]:
+        """A recorded job span's links: the producer, a flow parent's children, and for a
+        run an operator asked for, the first run's span."""
+        links: list[Link] = [Link(creation_context)] if creation_context.is_valid else []
+        links += _dependency_links(job)
+        if job.manual_retries:
+            first_run = decode_span_context(job.headers.get(JOB_HEADER))
+            if first_run is not None:
+                links.append(Link(first_run))
+        return links
 
 
 _MAX_DEPENDENCY_LINKS = 100  # below the SDK's default limit of 128 links per span

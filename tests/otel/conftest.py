@@ -12,6 +12,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler
 
 from queue_otel import QueueInstrumentor
 
@@ -51,12 +52,13 @@ class Telemetry:
 
 @pytest.fixture
 def instrument() -> Iterator[Callable[..., Telemetry]]:
-    """Instrument with in-memory providers; options go to ``instrument()``."""
+    """Instrument with in-memory providers; options go to ``instrument()``, but
+    ``sampler``, the tracer provider's (the SDK's default when not given)."""
     instrumentor = QueueInstrumentor()
 
-    def start(**options: Any) -> Telemetry:
+    def start(*, sampler: Sampler | None = None, **options: Any) -> Telemetry:
         exporter = InMemorySpanExporter()
-        tracer_provider = TracerProvider()
+        tracer_provider = TracerProvider(sampler=sampler)
         tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         reader = InMemoryMetricReader()
         meter_provider = MeterProvider(metric_readers=[reader])
