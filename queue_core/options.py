@@ -95,10 +95,16 @@ def check_job_id(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class KeepJobs:
-    """Which finished jobs to keep: at most ``count`` of the newest, none older than ``age``.
+    """Which finished jobs to keep: the newest ``count``, none older than ``age``.
 
     ``KeepJobs()`` keeps everything; ``KeepJobs(count=0)`` removes a job as soon as it
-    finishes. Trimming happens when a job finishes, never on a timer.
+    finishes. Trimming happens when a job finishes, never on a timer, and is amortized:
+    a set is trimmed only once it is a slack past the policy, then back to it in one go.
+    ``count``: between ``count`` and ``count + slack`` of the newest jobs are kept, never
+    fewer than ``count``; the slack is a tenth of ``count``, at least 10 and at most 1,000
+    (``count=1000`` keeps 1,000 to 1,100). ``age``: a job younger than ``age`` is never
+    removed; one older than ``age + slack`` (a tenth of ``age``, at most a minute) is
+    removed at the next finish of a job with this policy (up to 10,000 per finish).
     """
 
     count: int | None = None

@@ -51,11 +51,12 @@ async def test_remove_on_complete_true_leaves_nothing(
 async def test_remove_on_complete_count_keeps_the_newest(
     queue: Queue, make_worker: Callable[..., Worker], raw: redis.asyncio.Redis
 ) -> None:
-    jobs = [await queue.add("x", i, remove_on_complete=3) for i in range(8)]
+    # Trimming waits for a slack of 10 past the count: the 14th finish trims to 3.
+    jobs = [await queue.add("x", i, remove_on_complete=3) for i in range(14)]
     async with make_worker(ok):
         await wait_counts(queue, completed=3, waiting=0, active=0)
-    assert sorted(j.data for j in await queue.get_jobs("completed")) == [5, 6, 7]
-    for old in jobs[:5]:
+    assert sorted(j.data for j in await queue.get_jobs("completed")) == [11, 12, 13]
+    for old in jobs[:11]:
         assert await residue(raw, queue, old.id) == []
 
 
@@ -77,11 +78,12 @@ async def test_failed_jobs_are_kept_by_default_and_trimmed_on_request(
         await wait_counts(queue, failed=3)
         gone = await queue.add("x", remove_on_fail=True)
         await wait_counts(queue, failed=3, waiting=0, active=0)
-        trimmed = [await queue.add("x", remove_on_fail=2) for _ in range(2)]
+        # 13 failed is past 2 + a slack of 10: trimmed to the newest 2.
+        trimmed = [await queue.add("x", remove_on_fail=2) for _ in range(10)]
         await wait_counts(queue, failed=2, waiting=0, active=0)
     assert await residue(raw, queue, gone.id) == []
-    assert {j.id for j in await queue.get_jobs("failed")} == {t.id for t in trimmed}
-    for job in kept:
+    assert {j.id for j in await queue.get_jobs("failed")} == {t.id for t in trimmed[-2:]}
+    for job in [*kept, *trimmed[:-2]]:
         assert await residue(raw, queue, job.id) == []
 
 

@@ -37,15 +37,16 @@ allow_when_full(K)
 local now = now_ms()
 local id = ARGV[1]
 local rec, status = check_lock(K, id, ARGV[2], now)
+local final -- the record as finish stored it (JSON)
 if status == 1 then
   rec.cxr = nil
   redis.call('HSET', K.results, id, ARGV[3])
   archive_errors(K, id) -- the errors of its failed attempts stay, as history
-  finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now)
+  final = finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now)
   if #ARGV[3] <= MAX_EVENT_VALUE_BYTES then
     emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'value', ARGV[3])
   else -- too large to copy into the stream: readers fetch it from `results` if kept
     emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'large', 1)
   end
 end
-return settle_reply(K, status, 0, rec, now, ARGV, 4)
+return settle_reply(K, status, 0, final or rec, now, ARGV, 4)

@@ -29,11 +29,12 @@ allow_when_full(K)
 local now = now_ms()
 local id = ARGV[1]
 local rec, status = check_lock(K, id, ARGV[2], now)
+local final -- the record as finish stored it (JSON)
 if status == 1 and rec.cxr then
   status = settle_cancelled(K, id, rec, now, true)
 elseif status == 1 then
   record_error(K, id, ARGV[3], (rec.atm or 0) + 1, now)
-  finish(K, id, rec, K.failed, rec.rfn or -1, rec.rfa or -1, now)
+  final = finish(K, id, rec, K.failed, rec.rfn or -1, rec.rfa or -1, now)
   emit_failure(K, 'failed', id, rec, ARGV[3])
 end
-return settle_reply(K, status, 0, rec, now, ARGV, 4)
+return settle_reply(K, status, 0, final or rec, now, ARGV, 4)

@@ -32,7 +32,14 @@ local function wake_if_room(K)
 end
 
 local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, limit_ms)
-  promote_delayed(K, now)
+  -- The earliest delayed job, read once: it is read again at the end only if this call
+  -- may have changed `delayed` (promoted, quarantined, or made a scheduler's next run).
+  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  local delayed_changed = false
+  if first[2] and tonumber(first[2]) <= now then
+    promote_delayed(K, now)
+    delayed_changed = true
+  end
   local out = {now, 0, -1, 0, QUARANTINED}
   local config = settings(K)
   if config.rlm > 0 then -- the queue's own rate limit replaces the worker's
@@ -95,9 +102,11 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
           emit(K, 'active', 'id', id, 'attempt', attempt)
           if rec.sch then
             scheduler_run_taken(K, id, rec, now)
+            delayed_changed = true
           end
         else
           quarantine(K, id, reason, now)
+          delayed_changed = true
         end
       end
     end
@@ -115,7 +124,9 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
     wake_worker(K)
   end
 
-  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if delayed_changed then
+    first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  end
   if first[2] then
     out[3] = tonumber(first[2])
   end
@@ -125,6 +136,7 @@ end
 -- The reply of every settling script:
 -- {status, now, ttl, next_due, extra, record, refused, quarantined, jobs...}, where record
 -- is the job's record as this call left it (JSON), or "" when the job was not settled.
+-- `rec` is that record: a table, or already encoded (a string).
 local function settle_reply(K, status, extra, rec, now, argv, first)
   local fetch_max = tonumber(argv[first])
   local reply = fetch_jobs(K, now, fetch_max, argv[first + 1], tonumber(argv[first + 2]),
@@ -134,6 +146,9 @@ local function settle_reply(K, status, extra, rec, now, argv, first)
   end
   table.insert(reply, 1, status)
   table.insert(reply, 5, extra)
-  table.insert(reply, 6, rec and cjson.encode(rec) or '')
+  if type(rec) == 'table' then
+    rec = cjson.encode(rec)
+  end
+  table.insert(reply, 6, rec or '')
   return reply
 end

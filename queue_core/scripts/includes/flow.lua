@@ -58,11 +58,3 @@ local function cancel_children(K, pid, reason, now)
     end
   end
 end
-
--- Forget a removed parent's children and their outcomes.
-local function drop_deps(K, pid)
-  for _, ref in ipairs(children_of(K, pid)) do
-    redis.call('HDEL', K.depout, dep_field(pid, ref))
-  end
-  redis.call('HDEL', K.deps, pid)
-end

@@ -5,10 +5,9 @@ local function dep_field(pid, ref)
   return cjson.encode({pid, ref})
 end
 
--- The refs of a parent's children (an empty list for a job that is not a parent), each
--- encoded by cjson as child_ref encodes it, so that they compare and key alike.
-local function children_of(K, pid)
-  local raw = redis.call('HGET', K.deps, pid)
+-- The refs in a parent's `deps` value `raw` (nil or false: none), each encoded by cjson as
+-- child_ref encodes it, so that they compare and key alike.
+local function decode_children(raw)
   if not raw then
     return {}
   end
@@ -23,3 +22,7 @@ local function children_of(K, pid)
   return out
 end
 
+-- The refs of a parent's children (an empty list for a job that is not a parent).
+local function children_of(K, pid)
+  return decode_children(redis.call('HGET', K.deps, pid))
+end
