@@ -31,7 +31,8 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# queue_core against arq, SAQ, RQ, Celery, Dramatiq, taskiq and BullMQ on a private Redis;
+# queue_core against arq, SAQ, RQ, Celery, Dramatiq, taskiq and BullMQ on a private Redis,
+# each also with its OpenTelemetry instrumentation where one exists (the +otel rows);
 # each library gets its own venv under bench/.venvs; then queue_core's worker RSS and the
 # start-up of `queue-core worker` to its first job (bench/startup.py). The results replace
 # README.md's Benchmarks table; ARGS="--quick" for a smoke run, ARGS="--no-readme" to keep

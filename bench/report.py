@@ -39,7 +39,17 @@ COLUMNS = (
     Column("pickup_p99_ms", "pick-up p99 ms", False, 1),
     Column("memory_bytes_per_job", "Redis bytes/job", False, 0),
 )
+# CPU per job, every row: the workers' (every process of their process groups, from the
+# first jobs to the last) and the producer's (the harness process, over the timed calls).
+CPU_COLUMNS = (
+    Column("process1_cpu_ms", "worker CPU ms/job, 1 worker", False, 3),
+    Column("process2_cpu_ms", "worker CPU ms/job, 2 workers", False, 3),
+    Column("enqueue_cpu_ms", "producer CPU ms/enqueue call", False, 3),
+)
 PHASE_OF = {
+    "enqueue_cpu_ms": "enqueue",
+    "process1_cpu_ms": "process1",
+    "process2_cpu_ms": "process2",
     "enqueue_per_s": "enqueue",
     "enqueue_p50_ms": "enqueue",
     "enqueue_p99_ms": "enqueue",
@@ -61,15 +71,17 @@ def number(value: float, digits: int) -> str:
     return f"{value:,.{digits}f}"
 
 
-def best_values(libraries: dict[str, Any]) -> dict[str, float]:
-    """The best peer's value per column: this project's own rows are compared with it,
-    never counted in it."""
+def best_values(libraries: dict[str, Any], columns: Sequence[Column] = COLUMNS) -> dict[str, float]:
+    """The best peer's value per column: this project's own rows, and the peers' rows
+    with an OpenTelemetry instrumentation on, are compared with it, never counted in it."""
     best: dict[str, float] = {}
-    for column in COLUMNS:
+    for column in columns:
         values = [
             entry["figures"][column.key]
             for entry in libraries.values()
-            if not entry.get("ours") and entry.get("figures", {}).get(column.key) is not None
+            if not entry.get("ours")
+            and entry.get("variant") != "otel"
+            and entry.get("figures", {}).get(column.key) is not None
         ]
         if values:
             best[column.key] = max(values) if column.higher_is_better else min(values)
@@ -96,17 +108,165 @@ def cell(entry: dict[str, Any], column: Column, best: dict[str, float]) -> str:
     return text
 
 
-def main_table(document: dict[str, Any]) -> list[str]:
+def main_table(document: dict[str, Any], columns: Sequence[Column] = COLUMNS) -> list[str]:
     libraries: dict[str, Any] = document["libraries"]
-    best = best_values(libraries)
+    best = best_values(libraries, columns)
     lines = [
-        "| library | " + " | ".join(c.header for c in COLUMNS) + " |",
-        "|---|" + "---:|" * len(COLUMNS),
+        "| library | " + " | ".join(c.header for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
     ]
     for entry in libraries.values():
-        version = entry.get("version", "")
-        name = f"{entry['label']} {version}".strip()
-        lines.append(f"| {name} | " + " | ".join(cell(entry, c, best) for c in COLUMNS) + " |")
+        lines.append(
+            f"| {row_name(entry)} | " + " | ".join(cell(entry, c, best) for c in columns) + " |"
+        )
+    return lines
+
+
+def row_name(entry: dict[str, Any]) -> str:
+    return f"{entry['label']} {entry.get('version', '')}".strip()
+
+
+def spread_text(entry: dict[str, Any], key: str) -> str:
+    value = spread(entry, key)
+    return "-" if value is None else f"{value:.0%}"
+
+
+def spread_table(document: dict[str, Any]) -> list[str]:
+    """(max - min) / median over each row's runs, per figure of the tables above."""
+    columns = [*COLUMNS, *CPU_COLUMNS]
+    lines = [
+        "| library | " + " | ".join(c.header for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for entry in document["libraries"].values():
+        cells = [spread_text(entry, c.key) for c in columns]
+        lines.append(f"| {row_name(entry)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def processes_seen(entry: dict[str, Any], key: str, workers: int) -> int | None:
+    """The most processes seen per worker in its process group at the end of a phase."""
+    counts = [
+        r["details"][key]["processes"]
+        for r in entry.get("runs", [])
+        if r.get("details", {}).get(key, {}).get("processes")
+    ]
+    return max(counts) // workers if counts else None
+
+
+def worker_model_table(document: dict[str, Any]) -> list[str]:
+    """What was benchmarked as "a worker", per row, side by side."""
+    lines = [
+        "| library | one worker process started by the harness | OS processes per worker "
+        "(seen) | 1-worker phase: jobs at once | 2-worker phase: jobs at once |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for entry in document["libraries"].values():
+        model = entry.get("worker_model") or entry.get("settings", {}).get("concurrency", "")
+        seen = [processes_seen(entry, f"process{n}", n) for n in (1, 2)]
+        shown = "; ".join(dict.fromkeys(str(n) for n in seen if n is not None)) or "-"
+        at_once = entry.get("jobs_at_once")
+        phases = [f"{n} x {at_once} = {n * at_once}" for n in (1, 2)] if at_once else ["-", "-"]
+        lines.append(f"| {row_name(entry)} | {model} | {shown} | {phases[0]} | {phases[1]} |")
+    return lines
+
+
+def otel_pairs(libraries: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(plain row, otel row) of every library measured with and without its
+    instrumentation, in the order of the rows."""
+    pairs = []
+    for key, entry in libraries.items():
+        base = libraries.get(key.removesuffix("+otel"))
+        if entry.get("variant") == "otel" and key.endswith("+otel") and base is not None:
+            pairs.append((base, entry))
+    return pairs
+
+
+def _figure(entry: dict[str, Any], key: str) -> float | None:
+    value = entry.get("figures", {}).get(key)
+    return float(value) if value is not None else None
+
+
+def _off_on(off: float | None, on: float | None, digits: int) -> list[str]:
+    return ["-" if v is None else number(v, digits) for v in (off, on)]
+
+
+def _added(off: float | None, on: float | None) -> str:
+    if off is None or on is None:
+        return "-"
+    return f"{on - off:+.3f} ({number(off, 3)} -> {number(on, 3)})"
+
+
+def instrumented_table(document: dict[str, Any]) -> list[str]:
+    """Every library with an OpenTelemetry instrumentation, off and on, and queue_core's
+    instrumented throughput against the best instrumented peer's."""
+    libraries: dict[str, Any] = document["libraries"]
+    pairs = otel_pairs(libraries)
+    if not pairs:
+        return ["Not measured in this run (it needs a library's row and its otel row)."]
+    lines = [
+        "| library | instrumentation | jobs/s, 1 worker: off | on | on/off "
+        "| spread (off; on) | added worker CPU ms/job (off -> on) | enqueue /s: off | on "
+        "| added producer CPU ms/enqueue (off -> on) | spans exported by the worker, per run |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for off, on in pairs:
+        jobs = [_figure(off, "process1_per_s"), _figure(on, "process1_per_s")]
+        ratio = f"{jobs[1] / jobs[0]:.2f}x" if jobs[0] and jobs[1] is not None else "-"
+        spreads = "; ".join(spread_text(e, "process1_per_s") for e in (off, on))
+        enqueue = [_figure(off, "enqueue_per_s"), _figure(on, "enqueue_per_s")]
+        cells = [
+            f"{off['label']} {off.get('version', '')}".strip(),
+            on.get("instrumentation") or "?",
+            *_off_on(jobs[0], jobs[1], 0),
+            ratio,
+            spreads,
+            _added(_figure(off, "process1_cpu_ms"), _figure(on, "process1_cpu_ms")),
+            *_off_on(enqueue[0], enqueue[1], 0),
+            _added(_figure(off, "enqueue_cpu_ms"), _figure(on, "enqueue_cpu_ms")),
+            spans_text(on),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *instrumented_headline(pairs)]
+    none = [e["label"] for e in libraries.values() if e.get("instrumentation") == "none"]
+    if none:
+        lines += [
+            "",
+            f"No OpenTelemetry instrumentation exists for {', '.join(none)} (none on PyPI, "
+            "none in the library): not measured instrumented.",
+        ]
+    return lines
+
+
+def spans_text(entry: dict[str, Any]) -> str:
+    """The spans the worker of the 1-worker phase had exported when it was stopped, per run
+    (- when it exported none by then: a BatchSpanProcessor exports every 512 spans or 5 s)."""
+    counts = [
+        r.get("details", {}).get("process1", {}).get("spans_exported")
+        for r in entry.get("runs", [])
+    ]
+    if not any(counts):
+        return "-"
+    return "; ".join("-" if not n else number(n, 0) for n in counts)
+
+
+def instrumented_headline(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    ours = [on for _, on in pairs if on.get("ours")]
+    peers = [on for _, on in pairs if not on.get("ours")]
+    if not ours or not peers:
+        return []
+    lines = []
+    for key, what in (("process1_per_s", "jobs/s with 1 worker"), ("enqueue_per_s", "enqueue /s")):
+        value = _figure(ours[0], key)
+        measured = [(v, e) for e in peers if (v := _figure(e, key)) is not None]
+        if value is None or not measured:
+            continue
+        best, entry = max(measured, key=lambda pair: pair[0])
+        lines.append(
+            f"- {what}, instrumented: {ours[0]['label']} {number(value, 0)}, "
+            f"**{value / best:.2f}x** the best instrumented peer ({entry['label']}, "
+            f"{number(best, 0)})."
+        )
     return lines
 
 
@@ -208,7 +368,7 @@ VARIANT_FIGURES = (
 def spread(entry: dict[str, Any], key: str) -> float | None:
     """How far apart a row's runs are for one figure: (max - min) / median."""
     values: list[float] = [
-        r["figures"][key] for r in entry.get("runs", []) if r["figures"].get(key)
+        r["figures"][key] for r in entry.get("runs", []) if r.get("figures", {}).get(key)
     ]
     if len(values) < 2:
         return None
@@ -309,12 +469,17 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
     out = [
         f"{heading} Results",
         "",
+        f"Run of {document['date']}, commit `{document.get('commit', 'unknown')}`, on "
+        f"{machine['cpu']} ({machine['cores']} cores), kernel "
+        f"{machine.get('kernel', machine['platform'])}, Python {machine['python']}. Every "
+        "figure and every ratio in these tables comes from this one run.",
+        "",
         f"{'Quick smoke run, not for comparison. ' if document.get('quick') else ''}"
         f"Median of {runs} run{'s' if runs != 1 else ''} per library; every library on the "
         f"same private Redis {machine['redis']}, one after another, in the same run. "
         "In brackets: the ratio to the best peer's value of the column (in bold; "
-        "queue_core's own rows are not peers); higher is better for throughputs (/s), "
-        "lower for times and memory.",
+        "queue_core's own rows are not peers, nor are the peers' *+ OpenTelemetry* rows); "
+        "higher is better for throughputs (/s), lower for times and memory.",
         "",
         *main_table(document),
         "",
@@ -336,6 +501,50 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
         f"{params['memory_jobs']:,} waiting jobs, divided; Redis flushed between libraries "
         "(first run only: it does not vary).",
         *caps(document),
+        "",
+        f"{heading}# OpenTelemetry instrumentation: each library off and on",
+        "",
+        "Every library that has an OpenTelemetry instrumentation, without it (its row above) "
+        "and with it (its *+ OpenTelemetry* row, the same pins plus the instrumentation, in "
+        "a venv of its own), on in the producer and in the workers, all with one set-up: "
+        "every trace sampled (ALWAYS_ON), spans through a BatchSpanProcessor into an "
+        "exporter that drops them, and the instrumentation's metrics, where it has any, "
+        "read every second into one that drops them (`bench/peers/_otel.py`; queue_core's "
+        "`bench/otel_overhead.py`). Jobs/s: one worker process (the *1 worker* column). "
+        "Added worker CPU: the worker processes' CPU per job (user + system of every "
+        "process in their process groups, from the first job to the last) with the "
+        "instrumentation less without. Added producer CPU: the producer process's CPU per "
+        "enqueue call, likewise. Spread: (max - min) / median of jobs/s over each row's "
+        "runs. Spans exported: what the worker's exporter had received when the worker was "
+        "stopped (the proof that the instrumentation was on; - before the first export).",
+        "",
+        *instrumented_table(document),
+        "",
+        f"{heading}# CPU per job",
+        "",
+        "Every row: the worker processes' CPU time per job (user + system, from "
+        "`/proc/<pid>/stat`, of every process in each worker's process group, children "
+        "waited for included, from the first jobs to the last: start-up left out), and the "
+        "producer's (`time.process_time()` of the producer process over the timed enqueue "
+        "calls). In brackets: the ratio to the best peer's value (lower is better).",
+        "",
+        *main_table(document, CPU_COLUMNS),
+        "",
+        f"{heading}# Worker models as benchmarked",
+        "",
+        "What one worker is for each library (the 1-worker phase starts one, the 2-worker "
+        "phase two, each as its own process group): its processes and how many jobs it runs "
+        "at once. OS processes seen: counted in the worker's process group at the end of "
+        "each phase (a library's main process and its pool or worker processes).",
+        "",
+        *worker_model_table(document),
+        "",
+        f"{heading}# Spread between runs",
+        "",
+        "(max - min) / median of each figure over the runs of each row (- for one run): "
+        "the noise a difference between rows is to be read against.",
+        "",
+        *spread_table(document),
         "",
         f"{heading}# queue_otel off and on",
         "",
@@ -398,7 +607,8 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
         "",
         f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB; "
         f"{machine['platform']}; Python {machine['python']}; Redis {machine['redis']}. "
-        f"{document['date']}. Installs took {document['install_seconds']:.0f} s, "
+        f"{document['date']}; commit `{document.get('commit', 'unknown')}`. "
+        f"Installs took {document['install_seconds']:.0f} s, "
         f"the whole run {document['wall_seconds']:.0f} s.",
         "",
         "```sh",

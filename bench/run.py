@@ -11,15 +11,18 @@ library's adapter (``bench/peers/<name>.py``) in its venv, ``--runs`` times, in 
 rotated from run to run. Each adapter measures enqueue
 throughput and latency, bulk enqueue, processing with one and two worker processes,
 pick-up latency and Redis memory per waiting job (memory in the first run only: it does
-not vary); see ``bench/peers/_kit.py``. Then one long run of queue_core alone reads its
-worker's RSS before and after ``--rss-jobs`` jobs, and ``bench/startup.py`` times
-``--startup-starts`` starts of the ``queue-core worker`` command (in queue_core's venv) to
-its first job done.
+not vary), and the CPU each job costs the workers and each enqueue call the producer; see
+``bench/peers/_kit.py``. The ``otel`` rows are a library with its OpenTelemetry
+instrumentation on (``bench/libraries.py``, ``bench/peers/_otel.py``). Then one long run
+of queue_core alone reads its worker's RSS before and after ``--rss-jobs`` jobs, and
+``bench/startup.py`` times ``--startup-starts`` starts of the ``queue-core worker``
+command (in queue_core's venv) to its first job done.
 
-Each figure is the median over the runs. Everything goes to ``bench/results/latest.json``
-and ``bench/results/latest.md``; ``--readme`` also rewrites the section of README.md
-between ``<!-- bench:start -->`` and ``<!-- bench:end -->``. A peer that fails to
-install or to run is reported with its error, never dropped.
+Each figure is the median over the runs; the results also record this checkout's commit
+(``+dirty`` when it has changes) and how far the runs were apart. Everything goes to
+``bench/results/latest.json`` and ``bench/results/latest.md``; ``--readme`` also rewrites
+the section of README.md between ``<!-- bench:start -->`` and ``<!-- bench:end -->``. A
+peer that fails to install or to run is reported with its error, never dropped.
 
 ``--quick`` is a smoke run: small counts, one run, a short RSS run, 3 timed starts.
 """
@@ -87,9 +90,12 @@ FIGURES = (
     "enqueue_per_s",
     "enqueue_p50_ms",
     "enqueue_p99_ms",
+    "enqueue_cpu_ms",
     "bulk_per_s",
     "process1_per_s",
     "process2_per_s",
+    "process1_cpu_ms",
+    "process2_cpu_ms",
     "startup_s",
     "pickup_p50_ms",
     "pickup_p99_ms",
@@ -254,12 +260,36 @@ def machine_info(client: redis.Redis) -> dict[str, Any]:
     return {
         "cpu": cpu or platform.processor(),
         "cores": os.cpu_count(),
+        "kernel": platform.release(),
         "memory_gib": round(memory_kib / 1024 / 1024, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "redis": str(server.get("redis_version", "")),
         "redis_executable": str(server.get("executable", "")),
     }
+
+
+def commit() -> str:
+    """This checkout's commit (``git rev-parse --short HEAD``), ``+dirty`` when a file
+    differs from it or is new (ignored files aside); read-only (no index refresh)."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+
+    def git(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603 - fixed argument lists
+            ["git", *args],  # noqa: S607 - git from PATH
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            check=False,
+            timeout=60,
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return "unknown (not a git checkout)"
+    return head + ("+dirty" if git("status", "--porcelain") else "")
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -350,6 +380,7 @@ def new_entry(lib: Library, install: Install) -> dict[str, Any]:
         "variant": lib.variant,
         "requirements": [r.replace(PROJECT, ".") for r in lib.requirements],
         "note": lib.note,
+        "instrumentation": lib.instrumentation,
         "install": asdict(install),
         "runs": [],
         "errors": [],
@@ -391,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if starts is None:
         starts = startup.QUICK_STARTS if args.quick else startup.FULL_STARTS
     selected = select(args.only)
+    checkout = commit()  # before this run writes anything
     installs = prepare_all(selected, args.venvs, args.reinstall)
     install_s = time.monotonic() - wall_started
 
@@ -430,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python -m bench.run " + shlex.join(list(argv or sys.argv[1:])),
         "make_target": "make bench (runs: python -m bench.run --readme)",
         "machine": machine,
+        "commit": checkout,
         "runs": runs,
         "quick": args.quick,
         "params": asdict(params),

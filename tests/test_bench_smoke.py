@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import report
-from bench.libraries import BY_KEY, LIBRARIES, PROJECT
-from bench.peers._kit import Params, percentile
+from bench.libraries import BY_KEY, LIBRARIES, OTEL_SDK, PROJECT
+from bench.peers._kit import Params, group_cpu, percentile
 from bench.peers.queue_core import QueueCore, deadline_options
-from bench.run import FIGURES, VENVS, build_params, medians, parse_args, select
+from bench.run import FIGURES, VENVS, build_params, commit, medians, parse_args, select
 
 ROOT = Path(__file__).resolve().parent.parent
 # A peer that installs and runs quickly; used only when its venv is already there (the
@@ -336,6 +338,8 @@ def test_events_cost_compares_events_on_and_off() -> None:
         "worker CPU per job (us)",
         "Redis CPU per job (us)",
         "Redis commands per job",
+        "Redis CPU per job, worker only (us)",
+        "Redis commands per job, worker only",
     }
     off, on, _ = (
         float(cell.rstrip("x").replace(",", "")) for cell in rows["Redis commands per job"]
@@ -354,3 +358,152 @@ def test_bad_command_lines_are_refused_with_the_reason() -> None:
     assert build_params(parse_args(["--quick", "--set", "enqueue_jobs=7"])).enqueue_jobs == 7
     with pytest.raises(ValueError, match="unknown phases"):
         Params.from_json('{"phases": ["enqueue", "warp"]}')
+
+
+def _instrumented_document() -> dict[str, Any]:
+    """queue_core and a peer, each without and with its instrumentation (two runs each),
+    and a peer that has none."""
+    document = _document()
+
+    def row(label: str, runs: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
+        return {
+            **document["libraries"]["a"],
+            "label": label,
+            "version": "",
+            "runs": [
+                {
+                    "figures": figures,
+                    "params": {"phases": ["enqueue", "process1", "process2"]},
+                    "details": {
+                        "process1": {"jobs": 10, "done": 10, "processes": 2, **spans},
+                        "process2": {"jobs": 10, "done": 10, "processes": 4},
+                    },
+                }
+                for figures, spans in zip(runs, extra.pop("spans", [{}] * len(runs)), strict=True)
+            ],
+            "figures": medians([{"figures": figures} for figures in runs]),
+            "worker_model": "1 main process + 1 pool process x 1 task",
+            "jobs_at_once": 8,
+            **extra,
+        }
+
+    def figures(jobs: float, cpu: float, enqueue: float, enqueue_cpu: float) -> dict[str, float]:
+        return {
+            "process1_per_s": jobs,
+            "process1_cpu_ms": cpu,
+            "enqueue_per_s": enqueue,
+            "enqueue_cpu_ms": enqueue_cpu,
+        }
+
+    document["runs"] = 2
+    document["commit"] = "abc1234+dirty"
+    document["machine"]["kernel"] = "6.1.0"
+    document["libraries"] = {
+        "queue_core": row("queue_core", [figures(5000, 0.2, 3000, 0.3)] * 2, ours=True),
+        "queue_core+otel": row(
+            "queue_core + queue_otel",
+            [figures(1500, 0.6, 1500, 0.6), figures(2500, 0.6, 1500, 0.6)],
+            ours=True,
+            variant="otel",
+            instrumentation="queue_otel",
+            spans=[{"spans_exported": 4096}, {"spans_exported": 512}],
+        ),
+        "p": row("P", [figures(1000, 1.0, 2000, 0.5)] * 2),
+        "p+otel": row(
+            "P + OpenTelemetry",
+            [figures(500, 1.5, 1000, 0.75)] * 2,
+            variant="otel",
+            instrumentation="p-otel",
+        ),
+        "n": row("N", [figures(800, 1.0, 2000, 0.5)] * 2, instrumentation="none"),
+    }
+    return document
+
+
+def test_report_instrumentation_off_and_on() -> None:
+    markdown = report.render(_instrumented_document())
+    assert "commit `abc1234+dirty`" in markdown.split("####", 1)[0]
+    assert "kernel 6.1.0, Python 3.11" in markdown.split("####", 1)[0]
+    section = markdown.split("#### OpenTelemetry instrumentation: each library off and on")[1]
+    section = section.split("####", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| library | instrumentation | jobs/s, 1 worker: off | on |")
+    assert rows[1] == (
+        "| queue_core | queue_otel | 5,000 | 2,000 | 0.40x | 0%; 50% | +0.400 (0.200 -> 0.600) "
+        "| 3,000 | 1,500 | +0.300 (0.300 -> 0.600) | 4,096; 512 |"
+    )
+    assert rows[2] == (
+        "| P | p-otel | 1,000 | 500 | 0.50x | 0%; 0% | +0.500 (1.000 -> 1.500) | 2,000 | 1,000 "
+        "| +0.250 (0.500 -> 0.750) | - |"
+    )
+    assert len(rows) == 3  # N has no otel row
+    # queue_core instrumented against the best instrumented peer, from the same run.
+    assert "jobs/s with 1 worker, instrumented: queue_core + queue_otel 2,000, **4.00x**" in (
+        section
+    )
+    assert "enqueue /s, instrumented: queue_core + queue_otel 1,500, **1.50x**" in section
+    assert "No OpenTelemetry instrumentation exists for N " in section
+    cpu = markdown.split("#### CPU per job", 1)[1].split("####", 1)[0]
+    assert "| P + OpenTelemetry | 1.500 (1.50x) |" in cpu and "| P | **1.000** (1.00x) |" in cpu
+    models = markdown.split("#### Worker models as benchmarked", 1)[1].split("####", 1)[0]
+    assert "| N | 1 main process + 1 pool process x 1 task | 2 | 1 x 8 = 8 | 2 x 8 = 16 |" in (
+        models
+    )
+    spreads = markdown.split("#### Spread between runs", 1)[1].split("####", 1)[0]
+    row = next(line for line in spreads.splitlines() if line.startswith("| queue_core + "))
+    assert "| 50% |" in row  # 1 worker jobs/s: (2500 - 1500) / 2000
+    # An instrumented peer row is compared with the best peer, never counted as one.
+    document = _instrumented_document()
+    document["libraries"]["p+otel"]["figures"]["process1_cpu_ms"] = 0.5
+    cpu = report.render(document).split("#### CPU per job", 1)[1].split("####", 1)[0]
+    assert "| P | **1.000** (1.00x) |" in cpu and "| P + OpenTelemetry | 0.500 (0.50x) |" in cpu
+
+
+def test_report_without_instrumented_rows() -> None:
+    markdown = report.render(_document())
+    section = markdown.split("#### OpenTelemetry instrumentation: each library off and on")[1]
+    assert "Not measured in this run" in section.split("####", 1)[0]
+
+
+def test_group_cpu_counts_a_process_group() -> None:
+    # A process group of its own (as the harness starts workers) that burns 0.3 s of CPU.
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    busy = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(60)"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        reading = group_cpu([busy.pid])
+        while reading.seconds < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            reading = group_cpu([busy.pid])
+        assert reading.processes == 1 and 0.3 <= reading.seconds < 5, reading
+        assert group_cpu([busy.pid + 10**7]).processes == 0  # no such group
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_commit_names_the_checkout() -> None:
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+dirty)?", commit()), commit()
+
+
+def test_every_otel_row_is_its_peer_plus_an_instrumentation() -> None:
+    otel = [library for library in LIBRARIES if library.variant == "otel"]
+    assert {library.key for library in otel} >= {
+        "queue_core+otel",
+        "celery+otel",
+        "dramatiq+otel",
+        "taskiq+otel",
+        "arq+otel",
+        "rq+otel",
+    }
+    for library in otel:
+        base = BY_KEY[library.key.removesuffix("+otel")]
+        assert library.module == base.module and library.venv != base.venv, library
+        assert library.instrumentation, library
+        if not library.key.startswith("queue_core"):
+            # The peer's own pins (its extras aside), the instrumentation's and the SDK's.
+            plain = {re.sub(r"\[.*\]", "", r) for r in base.requirements}
+            assert plain <= {re.sub(r"\[.*\]", "", r) for r in library.requirements}
+            assert OTEL_SDK in library.requirements, library
+    for key in ("saq", "bullmq"):  # no instrumentation exists: said so in the report
+        assert BY_KEY[key].instrumentation == "none"

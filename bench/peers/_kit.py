@@ -14,7 +14,9 @@ Phases (each on a fresh queue, Redis flushed before; a failing phase is reported
 error and the others still run):
 
 - ``enqueue``: ``enqueue_jobs`` calls one at a time, after 100 warm-up calls; calls per
-  second, p50 and p99 of each call's latency.
+  second, p50 and p99 of each call's latency; the producer's CPU per call
+  (``enqueue_cpu_ms``: ``time.process_time()`` of this process, its threads included, over
+  the timed calls).
 - ``bulk``: ``bulk_jobs`` jobs in bulk calls of ``bulk_batch`` (only for a real bulk API).
 - ``process1``/``process2``: ``process_jobs`` jobs enqueued first (as many as the
   producer adds in ``fill_max_s``), then one (two) worker processes started; jobs per
@@ -22,6 +24,11 @@ error and the others still run):
   start-up is not in it); ``startup_s`` is the time from starting one worker process to
   its first job's start, reported apart. A library that has not started them all within
   ``process_max_s`` is measured on the jobs it started by then (``done`` < ``jobs``).
+  Worker CPU per job (``process1_cpu_ms``, ``process2_cpu_ms``): the CPU time (user +
+  system, from ``/proc/<pid>/stat``, children that were waited for included) of every
+  process in the worker processes' process groups (a worker's pool processes, RQ's work
+  horses), from when the first jobs' marks are read to when the last are, divided by the
+  jobs marked in between: start-up is not in it, and neither is the harness.
 - ``pickup``: one idle worker; ``pickup_samples`` times (or until ``pickup_max_s``):
   wait, take the time, enqueue one job, read the job's own start time; p50 and p99 of the
   difference. The wait is 10 ms plus a random part as long as the slowest pick-up seen
@@ -64,6 +71,7 @@ FIFO_ENV = "BENCH_FIFO"
 URL_ENV = "BENCH_REDIS_URL"
 QUEUE_ENV = "BENCH_QUEUE"
 VARIANT_ENV = "BENCH_VARIANT"
+SPANS_ENV = "BENCH_SPANS_FILE"  # where an otel row's workers count the spans they export
 
 PHASES = ("enqueue", "bulk", "process1", "process2", "pickup", "memory", "rss")
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, Linux
@@ -172,6 +180,7 @@ class Peer:
     has_bulk = False
     bulk_api = ""
     concurrent_fill = False  # async producer: pre-fill with concurrent calls
+    jobs_at_once = 1  # per worker process started, as benchmarked (see worker_model)
 
     def __init__(self, variant: str = "") -> None:
         self.variant = variant
@@ -181,6 +190,11 @@ class Peer:
 
     def settings(self) -> dict[str, str]:
         return {}
+
+    def worker_model(self) -> str:
+        """What one worker process started by the harness is: its processes and how many
+        jobs each runs at once, as benchmarked."""
+        return ""
 
     async def open(self, url: str, queue: str) -> None:
         raise NotImplementedError
@@ -230,6 +244,40 @@ def bin_command(script: str) -> str:
 def module_command(module: str, *args: str) -> list[str]:
     """This venv's Python running an adapter module (``-P``: no script dir on sys.path)."""
     return [sys.executable, "-P", "-m", module, *args]
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class GroupCpu:
+    """CPU time of every process in some process groups, read at one moment."""
+
+    seconds: float
+    processes: int
+
+
+def group_cpu(groups: Sequence[int]) -> GroupCpu:
+    """User + system CPU of the processes whose process group is in ``groups`` (each
+    worker is started as a session and group leader, so its pool processes and forks are
+    in its group), children they waited for included (``cutime``/``cstime``: RQ's work
+    horses, which exit after each job)."""
+    wanted = set(groups)
+    ticks = processes = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                text = stat.read()
+        except OSError:  # gone meanwhile
+            continue
+        # The command name (2nd field) is in brackets and may hold spaces: split after it.
+        fields = text[text.rfind(b")") + 2 :].split()
+        if int(fields[2]) in wanted:  # pgrp, the 5th field of stat(5)
+            processes += 1
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return GroupCpu(ticks / _CLOCK_TICKS, processes)
 
 
 def vm_rss_kib(pid: int) -> int:
@@ -345,6 +393,17 @@ class Harness:
         self.redis = redis.Redis.from_url(url)
         self.errors: dict[str, str] = {}
         self.details: dict[str, Any] = {}
+        self.spans_path = workdir / "spans"
+
+    def spans_exported(self) -> int | None:
+        """The spans the workers exported since the last call (None: no exporter wrote:
+        a row without instrumentation)."""
+        try:
+            text = self.spans_path.read_text()
+        except FileNotFoundError:
+            return None
+        self.spans_path.unlink()
+        return sum(int(line) for line in text.split())
 
     def queue_name(self, phase: str) -> str:
         return f"bench-{phase}-{uuid.uuid4().hex[:8]}"
@@ -356,6 +415,7 @@ class Harness:
             QUEUE_ENV: queue,
             FIFO_ENV: str(self.marks.path),
             VARIANT_ENV: self.peer.variant,
+            SPANS_ENV: str(self.spans_path),
             **self.peer.worker_env(),
         }
         return Workers(self.peer.worker_command(self.url, queue), count, env, self.workdir)
@@ -392,18 +452,21 @@ class Harness:
                 await self.peer.enqueue(-1 - i)
             latencies: list[float] = []
             clock = time.perf_counter
+            cpu_started = time.process_time()
             started = clock()
             for i in range(n):
                 t = clock()
                 await self.peer.enqueue(i)
                 latencies.append(clock() - t)
             elapsed = clock() - started
+            cpu = time.process_time() - cpu_started
         finally:
             await self.peer.close()
         return {
             "enqueue_per_s": n / elapsed,
             "enqueue_p50_ms": percentile(latencies, 50) * 1000,
             "enqueue_p99_ms": percentile(latencies, 99) * 1000,
+            "enqueue_cpu_ms": cpu / n * 1000,
         }
 
     async def phase_bulk(self) -> dict[str, Any]:
@@ -444,10 +507,14 @@ class Harness:
         finally:
             await self.peer.close()
         self.marks.drain()
+        self.spans_exported()  # from zero
         workers = self.workers(queue, count)
         started = time.monotonic()
         workers.start()
+        groups = [p.pid for p in workers.processes]
         seen, first, last = 0, math.inf, -math.inf
+        cpu_from: tuple[GroupCpu, int] | None = None  # (reading, marks seen by then)
+        cpu_to: tuple[GroupCpu, int] | None = None
         deadline = started + self.params.process_max_s
         try:
             while seen < n and (left := deadline - time.monotonic()) > 0:
@@ -455,15 +522,23 @@ class Harness:
                 if marks:
                     seen += len(marks)
                     first, last = min(first, *marks), max(last, *marks)
+                    if cpu_from is None:  # the workers are up: CPU per job counts from here
+                        cpu_from = (group_cpu(groups), seen)
                     # Each mark carries its own time, so reading late costs nothing, while
                     # reading each as it comes would take CPU from the library measured
                     # (this machine may have no core to spare): let them gather.
                     await asyncio.sleep(min(_GATHER_S, max(0.0, deadline - time.monotonic())))
                 else:
                     workers.check()
+            if cpu_from is not None:
+                reading = group_cpu(groups)
+                # The marks written before the reading (jobs done since the last read).
+                cpu_to = (reading, seen + len(self.marks.read(0)))
         finally:
             workers.stop()
         key = f"process{count}"
+        cpu_jobs = cpu_to[1] - cpu_from[1] if cpu_from and cpu_to else 0
+        cpu_s = cpu_to[0].seconds - cpu_from[0].seconds if cpu_from and cpu_to else None
         self.details[key] = {
             "jobs": n,
             "done": seen,
@@ -471,12 +546,20 @@ class Harness:
             "startup_s": first - started if seen else None,
             "with_startup_per_s": seen / (last - started) if seen else None,
             "elapsed_s": last - started if seen else None,
+            "cpu_s": cpu_s,
+            "cpu_jobs": cpu_jobs,
+            "processes": cpu_to[0].processes if cpu_to else None,
+            # Exported by then: a BatchSpanProcessor exports every 512 spans or 5 s.
+            "spans_exported": self.spans_exported(),
         }
         if seen < 2 or last <= first:
             raise RuntimeError(
                 f"{seen} jobs started within {self.params.process_max_s:g} s: {workers.log_tail()}"
             )
-        figures: dict[str, Any] = {f"{key}_per_s": (seen - 1) / (last - first)}
+        figures: dict[str, Any] = {
+            f"{key}_per_s": (seen - 1) / (last - first),
+            f"{key}_cpu_ms": cpu_s / cpu_jobs * 1000 if cpu_s is not None and cpu_jobs else None,
+        }
         if count == 1:
             figures["startup_s"] = first - started
         return figures
@@ -646,6 +729,8 @@ def main(module: str) -> int:
         "redis_py": importlib.metadata.version("redis"),
         "bulk_api": peer.bulk_api if peer.has_bulk else None,
         "settings": peer.settings(),
+        "worker_model": peer.worker_model(),
+        "jobs_at_once": peer.jobs_at_once,
     }
     if command == "info":
         print(json.dumps(info))

@@ -45,6 +45,9 @@ class BullMQ(_kit.Peer):
             "concurrency": "1 (default)",
         }
 
+    def worker_model(self) -> str:
+        return "1 process x 1 job (concurrency 1, the default)"
+
     async def open(self, url: str, queue: str) -> None:
         self.queue = Queue(queue, {"connection": url})
 

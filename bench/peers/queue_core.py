@@ -9,7 +9,8 @@ README says, ``configure_logging()`` at INFO (JSON lines; nothing is logged per 
 Variant ``otel``: ``queue_otel`` on in the producer and in the workers: every trace
 sampled (ALWAYS_ON), a ``BatchSpanProcessor`` into an exporter that drops the spans, and
 metrics through a ``PeriodicExportingMetricReader`` every second into one that drops them
-(the set-up of ``bench/otel_overhead.py``); log export off.
+(the set-up of ``bench/otel_overhead.py``; the span exporter is ``bench/peers/_otel.py``'s,
+which also tells the harness how many spans the workers exported); log export off.
 
 Variant ``no_deadlines``: per-call deadlines off, ``redis_timeout=None`` in the producer's
 ``Queue`` and in every ``Worker``. Without a variant both keep the default deadline (5 s):
@@ -40,7 +41,8 @@ def deadline_options(variant: str) -> dict[str, Any]:
 
 def instrument() -> Callable[[], None]:
     """Turn queue_otel on as described above; returns what turns it off."""
-    from bench.otel_overhead import DropMetrics, DropSpans, dropping_providers  # noqa: PLC0415
+    from bench.otel_overhead import DropMetrics, dropping_providers  # noqa: PLC0415
+    from bench.peers._otel import DropSpans  # noqa: PLC0415 - counts for the harness
     from queue_otel import QueueInstrumentor  # noqa: PLC0415 - variant only
 
     tracer_provider, meter_provider = dropping_providers(DropSpans(), DropMetrics())
@@ -63,6 +65,7 @@ class QueueCore(_kit.Peer):
     has_bulk = True
     bulk_api = "Queue.add_bulk"
     concurrent_fill = True
+    jobs_at_once = CONCURRENCY
 
     def __init__(self, variant: str = "") -> None:
         if variant not in VARIANTS:
@@ -88,6 +91,9 @@ class QueueCore(_kit.Peer):
         if self.variant == "no_events":
             out["events"] = "queue.set_events_max_length(0): no events stream (default: on)"
         return out
+
+    def worker_model(self) -> str:
+        return f"1 process x {CONCURRENCY} async jobs (Worker(concurrency={CONCURRENCY}))"
 
     async def open(self, url: str, queue: str) -> None:
         if self.variant == "otel" and self._off is None:

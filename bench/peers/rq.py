@@ -9,6 +9,13 @@ while idle.
 
 Variant ``simple``: ``--worker-class rq.SimpleWorker``, which runs jobs in the worker
 process itself, without the fork (RQ documents it for speed, losing the isolation).
+
+Variant ``otel``: ``opentelemetry-instrumentation-rq`` (``RQInstrumentor``, a third
+party's) on in the producer and in the worker (``--config bench.peers.rq_otel``, imported
+by the worker's main process before it forks; the instrumentation traces enqueue and
+``perform_job`` in the work horse, and flushes the spans at the end of each job); the
+providers of ``bench/peers/_otel.py`` (every trace sampled, a BatchSpanProcessor into a
+dropping exporter; the instrumentation records no metrics).
 """
 
 from __future__ import annotations
@@ -45,9 +52,27 @@ class Rq(_kit.Peer):
             "(INFO logging, result_ttl 500 s)",
             "concurrency": "1 job at a time per worker process"
             + ("" if self.variant == "simple" else " (a fork per job)"),
-        }
+        } | self._otel_settings()
+
+    def _otel_settings(self) -> dict[str, str]:
+        if self.variant != "otel":
+            return {}
+        from bench.peers import _otel, rq_otel  # noqa: PLC0415
+
+        how = (
+            "RQInstrumentor; worker: --config bench.peers.rq_otel; its three Job-callback "
+            "wrappers target methods RQ 3 moved, given inert placeholders (no job has callbacks)"
+        )
+        return {"opentelemetry": _otel.describe(rq_otel.OTEL_PACKAGE, how, with_metrics=False)}
+
+    def worker_model(self) -> str:
+        if self.variant == "simple":
+            return "1 process x 1 job (SimpleWorker: no fork)"
+        return "1 process x 1 job, a work horse forked per job"
 
     async def open(self, url: str, queue: str) -> None:
+        if self.variant == "otel":
+            from bench.peers import rq_otel  # noqa: F401, PLC0415 - turns it on, once
         self.client = redis.Redis.from_url(url)
         self.queue = Queue(queue, connection=self.client)
 
@@ -70,6 +95,7 @@ class Rq(_kit.Peer):
             url,
             "--worker-class",
             worker_class,
+            *(("--config", "bench.peers.rq_otel") if self.variant == "otel" else ()),
             queue,
         ]
 

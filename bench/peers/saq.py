@@ -33,6 +33,7 @@ class Saq(_kit.Peer):
     name = "saq"
     distribution = "saq"
     concurrent_fill = True
+    jobs_at_once = 10
 
     def __init__(self, variant: str = "") -> None:
         super().__init__(variant)
@@ -45,6 +46,9 @@ class Saq(_kit.Peer):
             "concurrency=10, dequeue_timeout=0 (blocking dequeue), WARNING logging",
             "concurrency": "10 (default)",
         }
+
+    def worker_model(self) -> str:
+        return "1 process (--workers 1) x 10 async jobs (concurrency)"
 
     async def open(self, url: str, queue: str) -> None:
         self.queue = Queue.from_url(url, name=queue)
