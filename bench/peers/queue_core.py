@@ -41,8 +41,8 @@ def deadline_options(variant: str) -> dict[str, Any]:
 
 def instrument() -> Callable[[], None]:
     """Turn queue_otel on as described above; returns what turns it off."""
-    from bench.otel_overhead import DropMetrics, dropping_providers  # noqa: PLC0415
-    from bench.peers._otel import DropSpans  # noqa: PLC0415 - counts for the harness
+    from bench.otel_overhead import dropping_providers  # noqa: PLC0415
+    from bench.peers._otel import DropMetrics, DropSpans  # noqa: PLC0415 - counts for the harness
     from queue_otel import QueueInstrumentor  # noqa: PLC0415 - variant only
 
     tracer_provider, meter_provider = dropping_providers(DropSpans(), DropMetrics())
