@@ -28,6 +28,7 @@ Job data, return values and error messages in headers never become attributes.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -39,6 +40,7 @@ from typing import Any, Final
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
 from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode, Tracer
 
 from queue_core import (
@@ -58,6 +60,7 @@ from queue_otel.propagation import (
     decode_span_context,
     encode_span_context,
     extract,
+    extract_span_context,
     inject,
 )
 from queue_otel.settings import Settings
@@ -99,6 +102,7 @@ class Tracers:
         self._version = version
         self._main: Tracer | None = None
         self._jobs: Tracer | None = None
+        self._decisions: dict[int, tuple[object, tuple[bool | None, bool | None]]] = {}
 
     def _get(self, name: str) -> Tracer:
         return trace.get_tracer(name, self._version, self._provider, schema_url=sc.SCHEMA_URL)
@@ -124,6 +128,35 @@ class Tracers:
         self._jobs = tracer
         return tracer
 
+    def by_parent(self, tracer: Tracer, parent_sampled: bool) -> bool | None:
+        """Whether ``tracer`` records a span whose parent is remote and sampled (or not),
+        when its sampler decides that by the parent alone; None when it may look at more
+        (the name, attributes, links) and so must be asked."""
+        sampler = getattr(tracer, "sampler", None)
+        if sampler is None:
+            return None
+        known = self._decisions.get(id(sampler))
+        if known is None or known[0] is not sampler:
+            known = (sampler, _decisions_by_parent(sampler))
+            self._decisions[id(sampler)] = known
+        return known[1][0 if parent_sampled else 1]
+
+    def dropped(self, tracer: Tracer, parent: trace.SpanContext) -> trace.Span:
+        """The span the SDK makes when its sampler drops a span with this remote parent:
+        non-recording, a fresh span id, the parent's trace id and trace state."""
+        generator = getattr(tracer, "id_generator", None)
+        span_id = int(generator.generate_span_id()) if generator else random.getrandbits(64)
+        return NonRecordingSpan(
+            trace.SpanContext(
+                parent.trace_id,
+                span_id or 1,
+                is_remote=False,
+                # The SDK keeps a parent's random-trace-id flag (W3C level 2) on a child.
+                trace_flags=trace.TraceFlags(parent.trace_flags & _RANDOM_TRACE_ID),
+                trace_state=parent.trace_state,
+            )
+        )
+
     def new_ids(self) -> tuple[int, int]:
         jobs = self.jobs()
         generator = getattr(jobs, "id_generator", None)
@@ -132,7 +165,43 @@ class Tracers:
         return random.getrandbits(128) or 1, random.getrandbits(64) or 1
 
 
+def _decisions_by_parent(sampler: Any) -> tuple[bool | None, bool | None]:
+    """For a remote parent that is sampled, and one that is not: whether the sampler
+    records the span, when that is fixed. Known for the SDK's own samplers: ALWAYS_ON,
+    ALWAYS_OFF, and ParentBased (the default) whose remote-parent delegates are those.
+    Any other sampler, or a subclass that decides otherwise, is asked each time. The
+    delegates are ParentBased's private fields: if a release renames them, every span
+    goes back to asking the sampler (slower, never wrong)."""
+    if os.environ.get(_SDK_METRICS, "").strip().lower() == "true":
+        return None, None
+    if _static(sampler) is not None:
+        return _static(sampler), _static(sampler)
+    if not isinstance(sampler, ParentBased) or type(sampler).should_sample is not (
+        ParentBased.should_sample
+    ):
+        return None, None
+    return (
+        _static(getattr(sampler, "_remote_parent_sampled", None)),
+        _static(getattr(sampler, "_remote_parent_not_sampled", None)),
+    )
+
+
+def _static(sampler: Any) -> bool | None:
+    """Whether a StaticSampler (ALWAYS_ON or ALWAYS_OFF) records; None for others."""
+    if not isinstance(sampler, StaticSampler):
+        return None
+    if type(sampler).should_sample is not StaticSampler.should_sample:
+        return None
+    decision = sampler.should_sample(None, 1, "probe").decision
+    return decision is not Decision.DROP
+
+
+_RANDOM_TRACE_ID: Final = 0x02
+# The SDK's own span metrics (opt-in) count every span it starts, dropped ones too:
+# with them on, every span goes through the SDK.
+_SDK_METRICS: Final = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_CACHED: Final = 4096  # start-attribute dicts kept per hook
 
 
 def _ns(moment: datetime | None) -> int | None:
@@ -156,11 +225,13 @@ class TracingHook(Hook):
         self._settings = settings
         # The producer context read at the start of each running attempt, reused when
         # the job span is recorded at the end of that attempt (by id of the Job object).
-        self._read: dict[int, tuple[Context, trace.SpanContext, trace.SpanContext | None]] = {}
+        self._read: dict[int, tuple[Context | None, trace.SpanContext, trace.SpanContext | None]]
+        self._read = {}
         # A job span whose outcome arrived during an attempt waits until that attempt's
         # span has ended: a parent must not end before its children.
         self._pending: dict[int, tuple[str, Job, str | None, str | None, str | None]] = {}
         self._starts: dict[tuple[str, str | None, int | None, str], dict[str, Any]] = {}
+        self._sends: dict[tuple[str, str | None, int | None, str], dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ producer side
 
@@ -177,6 +248,20 @@ class TracingHook(Hook):
                 attributes[sc.OPERATION_NAME] = operation
                 attributes[sc.OPERATION_TYPE] = operation
             self._starts[key] = attributes
+        return attributes
+
+    def _send_attributes(
+        self, queue: str, address: str | None, port: int | None, name: str
+    ) -> Mapping[str, Any]:
+        """A send span's start attributes, with the job's name: one dict per queue,
+        server and job name (names are a code's few constants), reused."""
+        key = (queue, address, port, name)
+        attributes = self._sends.get(key)
+        if attributes is None:
+            attributes = {**self._sampling_attributes(queue, address, port, "send")}
+            attributes[sc.JOB_NAME] = name
+            if len(self._sends) < _MAX_CACHED:  # a name per job would not grow it forever
+                self._sends[key] = attributes
         return attributes
 
     def _base(self, queue: str, address: str | None, port: int | None) -> dict[str, Any]:
@@ -198,17 +283,16 @@ class TracingHook(Hook):
             send = tracer.start_span(
                 f"send {event.queue}",
                 kind=SpanKind.PRODUCER,
-                attributes=self._sampling_attributes(
-                    event.queue, event.server_address, event.server_port, "send"
+                attributes=self._send_attributes(
+                    event.queue, event.server_address, event.server_port, job.name
                 ),
             )
-            if send.is_recording():  # nothing more is built for a span that is dropped
-                send.set_attribute(sc.JOB_NAME, job.name)
             self._stamp(job, send)
+        token = context.attach(trace.set_span_in_context(send))
         try:
-            with trace.use_span(send, end_on_exit=False):
-                yield
+            yield
         finally:
+            context.detach(token)
             if event.bulk:
                 for create, job in zip(creates, event.jobs, strict=True):
                     self._end_producer_span(create, job, event.error)
@@ -267,12 +351,16 @@ class TracingHook(Hook):
         if not span.is_recording():
             span.end()
             return
+        attributes: dict[str, Any] = {}
         if job is not None and job.job_id is not None:
-            span.set_attribute(sc.MESSAGE_ID, job.job_id)
+            attributes[sc.MESSAGE_ID] = job.job_id
             if job.duplicate:
-                span.set_attribute(sc.JOB_DUPLICATE, True)
+                attributes[sc.JOB_DUPLICATE] = True
         if error is not None:
-            span.set_attribute(sc.ERROR_TYPE, _error_type(error))
+            attributes[sc.ERROR_TYPE] = _error_type(error)
+        if attributes:
+            span.set_attributes(attributes)
+        if error is not None:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, str(error)))
         span.end()
@@ -315,7 +403,9 @@ class TracingHook(Hook):
 
     # ------------------------------------------------------------------ worker side
 
-    def _producer(self, job: Job) -> tuple[Context, trace.SpanContext, trace.SpanContext | None]:
+    def _producer(
+        self, job: Job
+    ) -> tuple[Context | None, trace.SpanContext, trace.SpanContext | None]:
         """The producer's context, its span context, and the job span's context."""
         known = self._read.get(id(job))
         if known is not None:
@@ -344,13 +434,14 @@ class TracingHook(Hook):
 
     def _producer_of(
         self, headers: Mapping[str, str]
-    ) -> tuple[Context, trace.SpanContext, trace.SpanContext | None]:
-        creation = extract(headers, with_baggage=self._settings.propagate_baggage)
-        return (
-            creation,
-            trace.get_current_span(creation).get_span_context(),
-            decode_span_context(headers.get(JOB_HEADER)),
-        )
+    ) -> tuple[Context | None, trace.SpanContext, trace.SpanContext | None]:
+        """The producer's context (only when baggage is propagated: the span context is
+        all that is needed otherwise), its span context, and the job span's context."""
+        job_context = decode_span_context(headers.get(JOB_HEADER))
+        if not self._settings.propagate_baggage:
+            return None, extract_span_context(headers), job_context
+        creation = extract(headers, with_baggage=True)
+        return creation, trace.get_current_span(creation).get_span_context(), job_context
 
     @contextmanager
     def around_process(self, event: ProcessEvent) -> Iterator[None]:
@@ -363,32 +454,11 @@ class TracingHook(Hook):
         # however long they took; other jobs count from their enqueue.
         since = job.ready_at if job.dependencies is not None and job.ready_at else job.enqueued_at
         new_trace = (started - since).total_seconds() > self._settings.new_trace_after
-        if new_trace:
-            parent = Context()  # long after the enqueue: a new trace, linked back
-        elif job_context is not None:
-            parent = _remote_parent(job_context)
-        elif creation_context.is_valid and self._settings.trace_mode == "parent":
-            parent = _remote_parent(creation_context)
-        else:
-            parent = Context()
-        span = self._tracers.main().start_span(
-            f"process {event.queue}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=self._sampling_attributes(
-                event.queue, event.server_address, event.server_port, "process"
-            ),
-        )
-        # The attempt's own attributes and links only for a span that is recorded (links
-        # added after the start are not seen by the sampler: ours decide by the parent).
-        if span.is_recording():
-            span.set_attributes(self._process_attributes(event))
-            for link in self._process_links(job, creation_context, job_context, new_trace):
-                span.add_link(link.context, link.attributes)
+        span = self._start_process_span(event, creation_context, job_context, new_trace)
         # The processor runs in this worker's context plus the span (plus the producer's
         # baggage when propagation of baggage is on).
         current = trace.set_span_in_context(span)
-        if self._settings.propagate_baggage:
+        if creation is not None:  # the producer's baggage, when propagated
             for key, value in baggage.get_all(creation).items():
                 current = baggage.set_baggage(key, value, current)
         token = context.attach(current)
@@ -403,6 +473,52 @@ class TracingHook(Hook):
             finally:
                 self._read.pop(id(job), None)
                 context.detach(token)
+
+    def _start_process_span(
+        self,
+        event: ProcessEvent,
+        creation_context: trace.SpanContext,
+        job_context: trace.SpanContext | None,
+        new_trace: bool,
+    ) -> trace.Span:
+        job = event.job
+        remote: trace.SpanContext | None = None  # the parent; None: a trace of its own
+        if new_trace:
+            pass  # long after the enqueue: a new trace, linked back
+        elif job_context is not None:
+            remote = job_context
+        elif creation_context.is_valid and self._settings.trace_mode == "parent":
+            remote = creation_context
+        tracer = self._tracers.main()
+        recorded = None
+        if remote is not None:
+            recorded = self._tracers.by_parent(tracer, remote.trace_flags.sampled)
+            if recorded is False:  # what the sampler would say, without asking it
+                return self._tracers.dropped(tracer, remote)
+        parent = Context() if remote is None else _remote_parent(remote)
+        name = f"process {event.queue}"
+        attributes = self._sampling_attributes(
+            event.queue, event.server_address, event.server_port, "process"
+        )
+        if recorded:  # known to be recorded: everything at the start, in one pass
+            span = tracer.start_span(
+                name,
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={**attributes, **self._process_attributes(event)},
+                links=self._process_links(job, creation_context, job_context, new_trace),
+            )
+        else:
+            span = tracer.start_span(
+                name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+            )
+            # The attempt's own attributes and links only for a span that is recorded
+            # (links added after the start are not seen by this sampler).
+            if span.is_recording():
+                span.set_attributes(self._process_attributes(event))
+                for link in self._process_links(job, creation_context, job_context, new_trace):
+                    span.add_link(link.context, link.attributes)
+        return span
 
     def _process_attributes(self, event: ProcessEvent) -> dict[str, Any]:
         """A recorded attempt's own attributes (beyond those it starts with)."""
@@ -549,14 +665,27 @@ class TracingHook(Hook):
         if job_context is None or tracer is None:
             return
         same_trace = creation_context.is_valid and creation_context.trace_id == job_context.trace_id
+        recorded = (
+            self._tracers.by_parent(tracer, creation_context.trace_flags.sampled)
+            if same_trace
+            else None
+        )
+        if recorded is False:  # the sampler would drop it: a dropped span has no effect
+            return
         parent = _remote_parent(creation_context) if same_trace else Context()
+        attributes = self._sampling_attributes(queue, None, None, "job")
+        links: list[Link] | None = None
+        if recorded:  # known to be recorded: everything at the start, in one pass
+            attributes = {**attributes, **self._job_attributes(job, error_type, outcome)}
+            links = self._job_links(job, creation_context)
         preset = _preset.set((job_context.trace_id, job_context.span_id))
         try:
             span = tracer.start_span(
                 f"job {queue}",
                 context=parent,
                 kind=SpanKind.INTERNAL,
-                attributes=self._sampling_attributes(queue, None, None, "job"),
+                attributes=attributes,
+                links=links,
                 start_time=_ns(job.enqueued_at),
             )
         finally:
@@ -564,9 +693,10 @@ class TracingHook(Hook):
         if not span.is_recording():
             span.end()
             return
-        span.set_attributes(self._job_attributes(job, error_type, outcome))
-        for link in self._job_links(job, creation_context):
-            span.add_link(link.context, link.attributes)
+        if not recorded:
+            span.set_attributes(self._job_attributes(job, error_type, outcome))
+            for link in self._job_links(job, creation_context):
+                span.add_link(link.context, link.attributes)
         if error_type is not None:
             span.set_status(Status(StatusCode.ERROR, message or error_type))
         # It ends when this worker saw the outcome, after the last attempt's span ended
@@ -613,8 +743,7 @@ def _dependency_links(job: Job) -> list[Link]:
     for dependency in (job.dependencies or [])[:_MAX_DEPENDENCY_LINKS]:
         target = decode_span_context(dependency.headers.get(JOB_HEADER))
         if target is None:
-            creation = extract(dependency.headers, with_baggage=False)
-            target = trace.get_current_span(creation).get_span_context()
+            target = extract_span_context(dependency.headers)
         if target.is_valid:
             links.append(Link(target, {
                 sc.DESTINATION: dependency.ref.queue,
