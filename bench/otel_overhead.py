@@ -17,7 +17,10 @@ difference is what tracing costs a job whose trace is not sampled. CPU is the wh
 process's (``time.process_time``: every thread, the exporters' included) per job or per
 enqueue call, less the jobs' own work. The figures are the medians over rounds, with their
 spread ((max - min) / median); the issue's targets are printed against them, and
-everything is written to bench/results/otel_overhead.json.
+everything is written to bench/results/otel_overhead.json. Beside them: the CPU measured
+where the instrumentation spends it (its hooks and the SDK's export threads, see
+bench/cpu_attribution.py, steadier than the difference on a shared machine), and the
+floor: what the SDK alone needs to record the same spans (bench/sdk_floor.py).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 
 from bench.cpu_attribution import ExportThreads, HookClock
 from bench.peers._otel import DropMetrics, DropSpans
+from bench.sdk_floor import sdk_floor
 from queue_core import Queue, Worker, unregister_hook
 from queue_core.testing import RedisServer
 from queue_otel import QueueInstrumentor
@@ -235,6 +239,9 @@ def print_report(medians: Table, spread: Table, figures: dict[str, float]) -> No
             print(f"  {key:22} {shown:>12}  (target <= {limit}: {verdict})")
             if f"{key}_by_difference" in figures:
                 print(f"  {'  by difference':22} {figures[f'{key}_by_difference']:9.4f} ms")
+            floor_key = key.replace("_cpu_ms", "_sdk_floor_ms")
+            if key.endswith("_cpu_ms") and floor_key in figures:
+                print(f"  {'  SDK floor, same spans':22} {figures[floor_key]:9.4f} ms")
     if "enqueue_p99_ms_on" in figures:
         print(f"  traced enqueue p99      {figures['enqueue_p99_ms_on']:.3f} ms (target < 1 ms)")
 
@@ -245,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--work-ms", default="0,1,5", help="comma-separated CPU ms per job")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args(argv)
     workloads = [float(x) for x in args.work_ms.split(",")]
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -274,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if instrumentor is not None:
                         instrumentor.uninstrument()
                 runs[f"{mode}/{work:g}ms"].append(result)
+        floor = sdk_floor(redis.url, one_round)
     tracer_provider.shutdown()
     sampled_provider.shutdown()
     meter_provider.shutdown()
@@ -282,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     medians, spread, loss, figures = summarize(runs, workloads)
+    figures.update(floor)
     command = "python -m bench.otel_overhead " + " ".join(argv or sys.argv[1:])
     report = {
         "command": command.strip(),
@@ -291,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
         },
-        "settings": vars(args),
+        "settings": {**vars(args), "output": str(args.output)},
         "modes": MODES,
         "spans_exported": spans.exported,
         "targets": TARGETS,
@@ -301,10 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "throughput_loss": loss,
         "rounds": runs,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
     print_report(medians, spread, figures)
-    print(f"\nwritten to {RESULTS}\nreproduce: {report['command']}")
+    print(f"\nwritten to {args.output}\nreproduce: {report['command']}")
     return 0
 
 

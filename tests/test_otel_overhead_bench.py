@@ -1,0 +1,84 @@
+"""bench/otel_overhead.py end to end on a tiny workload, and its CPU attribution."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.cpu_attribution import ExportThreads, HookClock
+from queue_core import EnqueueEvent, Hook, JobEvent, Queue, register_hook, unregister_hook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _burn(seconds: float) -> None:
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+class Busy(Hook):
+    """Spends a known CPU time on each enqueue, before and after it."""
+
+    @contextmanager
+    def around_enqueue(self, event: EnqueueEvent) -> Iterator[None]:
+        _burn(0.002)
+        yield
+        _burn(0.002)
+
+    def on_completed(self, event: JobEvent) -> None:  # never called here
+        _burn(1)
+
+
+async def test_hook_clock_counts_the_cpu_spent_in_hooks(redis_url: str) -> None:
+    hook = Busy()
+    clock = HookClock([hook])
+    register_hook(hook)
+    try:
+        async with Queue("clocked", redis=redis_url) as queue:
+            for i in range(5):
+                await queue.add("x", i)
+    finally:
+        unregister_hook(hook)
+    spent = clock.take()
+    assert 5 * 0.004e9 <= spent["Busy"] < 5 * 0.004e9 * 3
+    assert clock.take() == {}  # taken: counting starts again
+
+
+def test_export_threads_are_read_by_name() -> None:
+    import threading  # noqa: PLC0415
+
+    threads = ExportThreads()
+    threads.take()
+    worker = threading.Thread(target=_burn, args=(0.05,), name="OtelTestThread")
+    worker.start()
+    worker.join(timeout=0.01)  # still running: its clock is read while it lives
+    spent = threads.take()
+    worker.join()
+    assert spent > 0
+
+
+def test_a_tiny_run_reports_every_target(tmp_path: Path) -> None:
+    output = tmp_path / "overhead.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.otel_overhead", "--rounds", "1", "--jobs", "60",
+         "--work-ms", "0", "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+    figures = report["figures"]
+    for key in ("process_cpu_ms", "enqueue_cpu_ms", "sampled_out_span_ms"):
+        assert figures[key] > 0, key
+        assert f"{key}_by_difference" in figures
+    assert figures["process_sdk_floor_ms"] > 0 and figures["enqueue_sdk_floor_ms"] > 0
+    assert figures["spans_per_job"] == 3  # send, process, job
+    assert report["spans_exported"] > 0
+    for key in ("process_cpu_ms", "enqueue_cpu_ms", "sampled_out_span_ms", "traced enqueue p99"):
+        assert key in result.stdout
+    assert "reproduce: python -m bench.otel_overhead --rounds 1" in result.stdout
