@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -45,6 +46,7 @@ from queue_core import (
 )
 from queue_otel import semconv as sc
 from queue_otel.histograms import BridgedHistogram
+from queue_otel.scope import After
 from queue_otel.tracing import FAILED_OUTCOMES, wait_seconds
 
 __all__ = ["MetricsHook"]
@@ -222,10 +224,10 @@ class MetricsHook(Hook):
 
     # ------------------------------------------------------------------ producer
 
-    @contextmanager
-    def around_enqueue(self, event: EnqueueEvent) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
+    def around_enqueue(self, event: EnqueueEvent) -> After:
+        return After(partial(self._after_enqueue, event, time.perf_counter()))
+
+    def _after_enqueue(self, event: EnqueueEvent, started: float) -> None:
         error = type(event.error).__qualname__ if event.error is not None else None
         common = {
             sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
@@ -239,8 +241,7 @@ class MetricsHook(Hook):
 
     # ------------------------------------------------------------------ worker
 
-    @contextmanager
-    def around_process(self, event: ProcessEvent) -> Iterator[None]:
+    def around_process(self, event: ProcessEvent) -> After:
         job = event.job
         active = self._keys.of(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
                          sc.JOB_NAME: job.name})  # fmt: skip
@@ -252,17 +253,16 @@ class MetricsHook(Hook):
         # whatever the attempt then does (a retry is fetched, so counted, again).
         self._consumed.add(self._keys.consumed(event))
         self._active.add(active, 1)
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            elapsed = time.perf_counter() - started
-            self._active.add(active, -1)
-            outcome = event.outcome or "interrupted"
-            failed = outcome in FAILED_OUTCOMES and event.error is not None
-            error = type(event.error).__qualname__ if failed else None
-            key = self._keys.process(event, outcome, error)
-            self._record(self._process_duration, elapsed, key)
+        return After(partial(self._after_process, event, active, time.perf_counter()))
+
+    def _after_process(self, event: ProcessEvent, active: Key, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self._active.add(active, -1)
+        outcome = event.outcome or "interrupted"
+        failed = outcome in FAILED_OUTCOMES and event.error is not None
+        error = type(event.error).__qualname__ if failed else None
+        key = self._keys.process(event, outcome, error)
+        self._record(self._process_duration, elapsed, key)
 
     def _scheduler_run(self, queue: str, job: Job) -> None:
         key = _key(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue,

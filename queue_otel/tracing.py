@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 from opentelemetry import baggage, context, trace
@@ -63,6 +64,7 @@ from queue_otel.propagation import (
     extract_span_context,
     inject,
 )
+from queue_otel.scope import After
 from queue_otel.settings import Settings
 
 __all__ = ["FAILED_OUTCOMES", "Tracers", "TracingHook"]
@@ -272,8 +274,7 @@ class TracingHook(Hook):
             attributes[sc.SERVER_PORT] = port
         return attributes
 
-    @contextmanager
-    def around_enqueue(self, event: EnqueueEvent) -> Iterator[None]:
+    def around_enqueue(self, event: EnqueueEvent) -> After:
         tracer = self._tracers.main()
         creates: list[trace.Span] = []
         if event.bulk:
@@ -289,16 +290,18 @@ class TracingHook(Hook):
             )
             self._stamp(job, send)
         token = context.attach(trace.set_span_in_context(send))
-        try:
-            yield
-        finally:
-            context.detach(token)
-            if event.bulk:
-                for create, job in zip(creates, event.jobs, strict=True):
-                    self._end_producer_span(create, job, event.error)
-                self._end_producer_span(send, None, event.error)
-            else:
-                self._end_producer_span(send, event.jobs[0], event.error)
+        return After(partial(self._after_enqueue, event, send, creates, token))
+
+    def _after_enqueue(
+        self, event: EnqueueEvent, send: trace.Span, creates: list[trace.Span], token: object
+    ) -> None:
+        context.detach(token)  # type: ignore[arg-type]
+        if event.bulk:
+            for create, job in zip(creates, event.jobs, strict=True):
+                self._end_producer_span(create, job, event.error)
+            self._end_producer_span(send, None, event.error)
+        else:
+            self._end_producer_span(send, event.jobs[0], event.error)
 
     def _start_batch(
         self, event: EnqueueEvent, tracer: Tracer, creates: list[trace.Span]
@@ -443,8 +446,7 @@ class TracingHook(Hook):
         creation = extract(headers, with_baggage=True)
         return creation, trace.get_current_span(creation).get_span_context(), job_context
 
-    @contextmanager
-    def around_process(self, event: ProcessEvent) -> Iterator[None]:
+    def around_process(self, event: ProcessEvent) -> After:
         job = event.job
         read = self._producer(job)
         self._read[id(job)] = read
@@ -462,17 +464,18 @@ class TracingHook(Hook):
             for key, value in baggage.get_all(creation).items():
                 current = baggage.set_baggage(key, value, current)
         token = context.attach(current)
+        return After(partial(self._after_process, event, span, token))
+
+    def _after_process(self, event: ProcessEvent, span: trace.Span, token: object) -> None:
+        job = event.job
         try:
-            yield
+            self._end_process_span(span, event)
+            pending = self._pending.pop(id(job), None)
+            if pending is not None:
+                self._record_job_span(*pending)
         finally:
-            try:
-                self._end_process_span(span, event)
-                pending = self._pending.pop(id(job), None)
-                if pending is not None:
-                    self._record_job_span(*pending)
-            finally:
-                self._read.pop(id(job), None)
-                context.detach(token)
+            self._read.pop(id(job), None)
+            context.detach(token)  # type: ignore[arg-type]
 
     def _start_process_span(
         self,
