@@ -56,6 +56,7 @@ from queue_core import (
     StalledEvent,
 )
 from queue_otel import semconv as sc
+from queue_otel.finished_spans import Deferred, FinishedSpans
 from queue_otel.propagation import (
     JOB_HEADER,
     decode_span_context,
@@ -96,6 +97,16 @@ class _PresetIds:
         return bool(check()) if callable(check) else False
 
 
+def _preset_ids(tracer: Tracer) -> bool:
+    """Let ``tracer`` use preset ids (an SDK tracer); False for another implementation."""
+    generator = getattr(tracer, "id_generator", None)
+    if generator is None:
+        return False
+    if not isinstance(generator, _PresetIds):
+        tracer.id_generator = _PresetIds(generator)  # type: ignore[attr-defined]
+    return True
+
+
 class Tracers:
     """Looks tracers up lazily: the global provider may be set after ``instrument()``."""
 
@@ -105,6 +116,7 @@ class Tracers:
         self._main: Tracer | None = None
         self._jobs: Tracer | None = None
         self._decisions: dict[int, tuple[object, tuple[bool | None, bool | None]]] = {}
+        self._finished: dict[int, tuple[Tracer, FinishedSpans]] = {}
 
     def _get(self, name: str) -> Tracer:
         return trace.get_tracer(name, self._version, self._provider, schema_url=sc.SCHEMA_URL)
@@ -115,6 +127,7 @@ class Tracers:
         tracer = self._get(TRACER_NAME)
         if not isinstance(tracer, trace.ProxyTracer):
             self._main = tracer  # a real tracer: keep it
+            _preset_ids(tracer)
         return tracer
 
     def jobs(self) -> Tracer | None:
@@ -122,11 +135,8 @@ class Tracers:
         if self._jobs is not None:
             return self._jobs
         tracer = self._get(JOB_TRACER_NAME)
-        generator = getattr(tracer, "id_generator", None)
-        if generator is None:
+        if not _preset_ids(tracer):
             return None
-        if not isinstance(generator, _PresetIds):
-            tracer.id_generator = _PresetIds(generator)  # type: ignore[attr-defined]
         self._jobs = tracer
         return tracer
 
@@ -158,6 +168,13 @@ class Tracers:
                 trace_state=parent.trace_state,
             )
         )
+
+    def finished_spans(self, tracer: Tracer) -> FinishedSpans:
+        """The direct recorder of finished spans for ``tracer``."""
+        known = self._finished.get(id(tracer))
+        if known is None or known[0] is not tracer:
+            known = self._finished[id(tracer)] = (tracer, FinishedSpans(tracer))
+        return known[1]
 
     def new_ids(self) -> tuple[int, int]:
         jobs = self.jobs()
@@ -211,6 +228,12 @@ def _ns(moment: datetime | None) -> int | None:
     if moment is None:
         return None
     return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def _job_end(job: Job) -> int:
+    """A job span ends when this worker saw the outcome, after the last attempt's span
+    ended (Redis records the finish time in whole milliseconds)."""
+    return max(_ns(job.finished_at) or 0, time.time_ns())
 
 
 def _error_type(error: BaseException) -> str:
@@ -277,31 +300,76 @@ class TracingHook(Hook):
     def around_enqueue(self, event: EnqueueEvent) -> After:
         tracer = self._tracers.main()
         creates: list[trace.Span] = []
+        deferred: Deferred | None = None
         if event.bulk:
             send = self._start_batch(event, tracer, creates)
         else:
             job = event.jobs[0]
-            send = tracer.start_span(
-                f"send {event.queue}",
-                kind=SpanKind.PRODUCER,
-                attributes=self._send_attributes(
-                    event.queue, event.server_address, event.server_port, job.name
-                ),
+            name = f"send {event.queue}"
+            attributes = self._send_attributes(
+                event.queue, event.server_address, event.server_port, job.name
             )
+            # Nothing but queue_otel touches a send span while it runs: begun here, it is
+            # recorded in one step at the end (the SDK's path when that is not the same).
+            deferred = self._tracers.finished_spans(tracer).begin(
+                name, SpanKind.PRODUCER, attributes
+            )
+            if deferred is not None:
+                send = deferred.span
+            else:
+                send = tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
             self._stamp(job, send)
         token = context.attach(trace.set_span_in_context(send))
-        return After(partial(self._after_enqueue, event, send, creates, token))
+        return After(partial(self._after_enqueue, event, send, creates, token, deferred))
 
     def _after_enqueue(
-        self, event: EnqueueEvent, send: trace.Span, creates: list[trace.Span], token: object
+        self,
+        event: EnqueueEvent,
+        send: trace.Span,
+        creates: list[trace.Span],
+        token: object,
+        deferred: Deferred | None,
     ) -> None:
         context.detach(token)  # type: ignore[arg-type]
+        if deferred is not None:
+            if deferred.recording:
+                self._finish_send(deferred, event.jobs[0], event.error)
+            return
         if event.bulk:
             for create, job in zip(creates, event.jobs, strict=True):
                 self._end_producer_span(create, job, event.error)
             self._end_producer_span(send, None, event.error)
         else:
             self._end_producer_span(send, event.jobs[0], event.error)
+
+    def _finish_send(
+        self, deferred: Deferred, job: EnqueuedJob, error: BaseException | None
+    ) -> None:
+        """Record a send span begun without the SDK's live span: in one step, or, for a
+        failed add (its exception event) or a set-up that changed meanwhile, through the
+        SDK with the same ids, parent, start and attributes."""
+        tracer = self._tracers.main()
+        attributes: dict[str, Any] = {}
+        if job.job_id is not None:
+            attributes[sc.MESSAGE_ID] = job.job_id
+            if job.duplicate:
+                attributes[sc.JOB_DUPLICATE] = True
+        if error is None and self._tracers.finished_spans(tracer).finish(deferred, attributes):
+            return
+        span_context = deferred.span.get_span_context()
+        parent = Context() if deferred.parent is None else _remote_parent(deferred.parent)
+        preset = _preset.set((span_context.trace_id, span_context.span_id))
+        try:
+            span = tracer.start_span(
+                deferred.name,
+                context=parent,
+                kind=deferred.kind,
+                attributes=deferred.attributes,
+                start_time=deferred.start_time,
+            )
+        finally:
+            _preset.reset(preset)
+        self._end_producer_span(span, job, error)
 
     def _start_batch(
         self, event: EnqueueEvent, tracer: Tracer, creates: list[trace.Span]
@@ -681,6 +749,31 @@ class TracingHook(Hook):
         if recorded:  # known to be recorded: everything at the start, in one pass
             attributes = {**attributes, **self._job_attributes(job, error_type, outcome)}
             links = self._job_links(job, creation_context)
+        start = _ns(job.enqueued_at)
+        if (
+            recorded
+            and start is not None
+            and self._tracers.finished_spans(tracer).record(
+                f"job {queue}",
+                trace.SpanContext(
+                    job_context.trace_id,
+                    job_context.span_id,
+                    is_remote=False,
+                    trace_flags=trace.TraceFlags(
+                        trace.TraceFlags.SAMPLED | (creation_context.trace_flags & _RANDOM_TRACE_ID)
+                    ),
+                    trace_state=creation_context.trace_state,
+                ),
+                parent=creation_context,
+                kind=SpanKind.INTERNAL,
+                attributes=attributes,
+                links=links or [],
+                status=Status(StatusCode.ERROR, message or error_type) if error_type else Status(),
+                start_time=start,
+                end_time=_job_end(job),
+            )
+        ):
+            return  # recorded in one step, as the SDK's path below would have
         preset = _preset.set((job_context.trace_id, job_context.span_id))
         try:
             span = tracer.start_span(
@@ -702,10 +795,7 @@ class TracingHook(Hook):
                 span.add_link(link.context, link.attributes)
         if error_type is not None:
             span.set_status(Status(StatusCode.ERROR, message or error_type))
-        # It ends when this worker saw the outcome, after the last attempt's span ended
-        # (Redis records the finish time in whole milliseconds).
-        finished = _ns(job.finished_at) or 0
-        span.end(end_time=max(finished, time.time_ns()))
+        span.end(end_time=_job_end(job))
 
     def _job_attributes(
         self, job: Job, error_type: str | None, outcome: str | None
