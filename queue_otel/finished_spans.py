@@ -180,22 +180,25 @@ class FinishedSpans:
 
 def _within(limits: SpanLimits, attributes: Mapping[str, Any], links: Sequence[trace.Link]) -> bool:
     """Whether the SDK would keep every attribute and link whole (nothing dropped or cut)."""
-    if limits.max_span_attributes is not None and len(attributes) > limits.max_span_attributes:
+    if not _fits(len(attributes), limits.max_span_attributes) or not _fits(
+        len(links), limits.max_links
+    ):
         return False
-    if limits.max_links is not None and len(links) > limits.max_links:
-        return False
-    if not _short(attributes.values(), limits.max_span_attribute_length):
+    span_length, link_length = limits.max_span_attribute_length, limits.max_attribute_length
+    if span_length is not None and not _short(attributes.values(), span_length):
         return False
     for link in links:
         link_attributes = link.attributes or {}
-        if limits.max_link_attributes is not None and (
-            len(link_attributes) > limits.max_link_attributes
-        ):
+        if not _fits(len(link_attributes), limits.max_link_attributes):
             return False
-        if not _short(link_attributes.values(), limits.max_attribute_length):
+        if link_length is not None and not _short(link_attributes.values(), link_length):
             return False
     return True
 
 
-def _short(values: Any, limit: int | None) -> bool:
-    return limit is None or all(not isinstance(v, str) or len(v) <= limit for v in values)
+def _fits(count: int, limit: int | None) -> bool:
+    return limit is None or count <= limit
+
+
+def _short(values: Any, limit: int) -> bool:
+    return all(not isinstance(v, str) or len(v) <= limit for v in values)

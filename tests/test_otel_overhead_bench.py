@@ -82,3 +82,26 @@ def test_a_tiny_run_reports_every_target(tmp_path: Path) -> None:
     for key in ("process_cpu_ms", "enqueue_cpu_ms", "sampled_out_span_ms", "traced enqueue p99"):
         assert key in result.stdout
     assert "reproduce: python -m bench.otel_overhead --rounds 1" in result.stdout
+
+
+def test_two_versions_are_compared_side_by_side(tmp_path: Path) -> None:
+    output = tmp_path / "compare.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.otel_compare", str(ROOT), "--pairs", "1", "--rounds",
+         "1", "--jobs", "40", "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+    assert set(report["medians"]) == {"before", "now"}
+    assert report["medians"]["now"]["process_cpu_ms"] > 0
+    assert "now/before" in result.stdout and "on/0ms jobs/s" in result.stdout
+
+
+def test_comparing_with_something_else_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.otel_compare", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "is not a checkout of this project" in result.stderr
