@@ -81,14 +81,43 @@ class _Keys:
     def __init__(self) -> None:
         self._consumed: dict[tuple[Any, ...], Key] = {}
         self._process: dict[tuple[Any, ...], Key] = {}
-        self._other: dict[tuple[Any, ...], Key] = {}
+        self._other: dict[tuple[Any, ...], Key] = {}  # by kind and values
 
-    def of(self, **attributes: Any) -> Key:
-        """The key of ``attributes``, cached by their names and values in call order."""
-        signature = tuple(attributes.items())
+    def client(self, event: EnqueueEvent, error: str | None) -> Key:
+        """client.operation.duration key of one add."""
+        signature = ("client", event.queue, event.server_address, event.server_port, error)
         key = self._other.get(signature)
         if key is None:
-            key = self._other[signature] = _key(**attributes)
+            key = self._other[signature] = _key(**self._send(event, error))
+        return key
+
+    def sent(self, event: EnqueueEvent, error: str | None, name: str) -> Key:
+        """sent.messages key of one job added."""
+        signature = ("sent", event.queue, event.server_address, event.server_port, error, name)
+        key = self._other.get(signature)
+        if key is None:
+            key = self._other[signature] = _key(**self._send(event, error), **{sc.JOB_NAME: name})
+        return key
+
+    @staticmethod
+    def _send(event: EnqueueEvent, error: str | None) -> dict[str, Any]:
+        return {
+            sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
+            sc.SERVER_ADDRESS: event.server_address, sc.SERVER_PORT: event.server_port,
+            sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send", sc.ERROR_TYPE: error,
+        }  # fmt: skip
+
+    def job(
+        self, queue: str, name: str, outcome: str | None = None, error: str | None = None
+    ) -> Key:
+        """A job's key (active jobs, wait time), with its outcome and error for its duration."""
+        signature = ("job", queue, name, outcome, error)
+        key = self._other.get(signature)
+        if key is None:
+            key = self._other[signature] = _key(**{
+                sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue, sc.JOB_NAME: name,
+                sc.JOB_OUTCOME: outcome, sc.ERROR_TYPE: error,
+            })  # fmt: skip
         return key
 
     def consumed(self, event: ProcessEvent) -> Key:
@@ -229,22 +258,18 @@ class MetricsHook(Hook):
 
     def _after_enqueue(self, event: EnqueueEvent, started: float) -> None:
         error = type(event.error).__qualname__ if event.error is not None else None
-        common = {
-            sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
-            sc.SERVER_ADDRESS: event.server_address, sc.SERVER_PORT: event.server_port,
-            sc.OPERATION_NAME: "send", sc.OPERATION_TYPE: "send", sc.ERROR_TYPE: error,
-        }  # fmt: skip
-        self._record(self._client_duration, time.perf_counter() - started, self._keys.of(**common))
+        self._record(
+            self._client_duration, time.perf_counter() - started, self._keys.client(event, error)
+        )
         for job in event.jobs:
             if not job.duplicate:  # an existing job_id: nothing was written, nothing sent
-                self._sent.add(self._keys.of(**common, **{sc.JOB_NAME: job.name}))
+                self._sent.add(self._keys.sent(event, error, job.name))
 
     # ------------------------------------------------------------------ worker
 
     def around_process(self, event: ProcessEvent) -> After:
         job = event.job
-        active = self._keys.of(**{sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: event.queue,
-                         sc.JOB_NAME: job.name})  # fmt: skip
+        active = self._keys.job(event.queue, job.name)
         if job.attempts_started == 1:
             self._record(self._wait, wait_seconds(job), active)
             if job.scheduler_id is not None:
@@ -297,14 +322,13 @@ class MetricsHook(Hook):
     def _finished(
         self, queue: str, job: Job, error_type: str | None, outcome: str | None = None
     ) -> None:
-        base = {sc.MESSAGING_SYSTEM: sc.SYSTEM, sc.DESTINATION: queue, sc.JOB_NAME: job.name}
         if job.finished_at is not None:
             outcome = outcome or ("failed" if error_type else "completed")
-            key = self._keys.of(**base, **{sc.JOB_OUTCOME: outcome, sc.ERROR_TYPE: error_type})
+            key = self._keys.job(queue, job.name, outcome, error_type)
             elapsed = (job.finished_at - job.enqueued_at).total_seconds()
             self._record(self._job_duration, max(0.0, elapsed), key)
         if error_type is not None:
-            self._failures.add(_key(**base, **{sc.ERROR_TYPE: error_type}))
+            self._failures.add(self._keys.job(queue, job.name, error=error_type))
 
     def on_retry_scheduled(self, event: JobEvent) -> None:
         error = type(event.error).__qualname__ if event.error is not None else None
