@@ -242,6 +242,9 @@ def print_report(medians: Table, spread: Table, figures: dict[str, float]) -> No
             floor_key = key.replace("_cpu_ms", "_sdk_floor_ms")
             if key.endswith("_cpu_ms") and floor_key in figures:
                 print(f"  {'  SDK floor, same spans':22} {figures[floor_key]:9.4f} ms")
+            if key == "process_cpu_ms" and "process_span_sdk_floor_ms" in figures:
+                floor = figures["process_span_sdk_floor_ms"]
+                print(f"  {'  of it the process span':22} {floor:9.4f} ms")
     if "enqueue_p99_ms_on" in figures:
         print(f"  traced enqueue p99      {figures['enqueue_p99_ms_on']:.3f} ms (target < 1 ms)")
 
