@@ -30,13 +30,19 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SynchronousMultiSp
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Status
 
-__all__ = ["Deferred", "FinishedSpans"]
+__all__ = ["RANDOM_TRACE_ID", "Deferred", "FinishedSpans", "sdk_span_metrics_on"]
 
 # Processors whose on_start (and on-ending step) do nothing: a span they never saw start
 # is the same span to them.
 _PLAIN_PROCESSORS: Final = (BatchSpanProcessor, SimpleSpanProcessor)
-_SDK_METRICS: Final = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
-_RANDOM_TRACE_ID: Final = 0x02  # W3C level 2: the SDK keeps it from the parent
+# W3C Trace Context level 2's random-trace-id flag: the SDK keeps a parent's on a child.
+RANDOM_TRACE_ID: Final = 0x02
+
+
+def sdk_span_metrics_on() -> bool:
+    """Whether the SDK's own span metrics (opt-in) are on: they count every span the SDK
+    starts, dropped ones too, so with them every span must go through the SDK."""
+    return os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true"
 
 
 @dataclass(slots=True)
@@ -60,7 +66,7 @@ class FinishedSpans:
     def __init__(self, tracer: Any) -> None:
         self._tracer = tracer
         self._checked: object = None  # the processor tuple last found plain
-        self._sdk_metrics = os.environ.get(_SDK_METRICS, "").strip().lower() == "true"
+        self._sdk_metrics = sdk_span_metrics_on()
 
     def record(
         self,
@@ -120,14 +126,14 @@ class FinishedSpans:
             random_id = generator.is_trace_id_random()
         else:
             trace_id = parent.trace_id
-            random_id = bool(parent.trace_flags & _RANDOM_TRACE_ID)
+            random_id = bool(parent.trace_flags & RANDOM_TRACE_ID)
         result = sampler.should_sample(None, trace_id, name, kind, attributes, ())
         flags = trace.TraceFlags.SAMPLED if result.decision.is_sampled() else 0
         span_context = trace.SpanContext(
             trace_id,
             generator.generate_span_id(),
             is_remote=False,
-            trace_flags=trace.TraceFlags(flags | (_RANDOM_TRACE_ID if random_id else 0)),
+            trace_flags=trace.TraceFlags(flags | (RANDOM_TRACE_ID if random_id else 0)),
             trace_state=result.trace_state,
         )
         return Deferred(

@@ -28,7 +28,6 @@ Job data, return values and error messages in headers never become attributes.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -56,7 +55,12 @@ from queue_core import (
     StalledEvent,
 )
 from queue_otel import semconv as sc
-from queue_otel.finished_spans import Deferred, FinishedSpans
+from queue_otel.finished_spans import (
+    RANDOM_TRACE_ID,
+    Deferred,
+    FinishedSpans,
+    sdk_span_metrics_on,
+)
 from queue_otel.propagation import (
     JOB_HEADER,
     decode_span_context,
@@ -164,7 +168,7 @@ class Tracers:
                 span_id or 1,
                 is_remote=False,
                 # The SDK keeps a parent's random-trace-id flag (W3C level 2) on a child.
-                trace_flags=trace.TraceFlags(parent.trace_flags & _RANDOM_TRACE_ID),
+                trace_flags=trace.TraceFlags(parent.trace_flags & RANDOM_TRACE_ID),
                 trace_state=parent.trace_state,
             )
         )
@@ -191,7 +195,7 @@ def _decisions_by_parent(sampler: Any) -> tuple[bool | None, bool | None]:
     Any other sampler, or a subclass that decides otherwise, is asked each time. The
     delegates are ParentBased's private fields: if a release renames them, every span
     goes back to asking the sampler (slower, never wrong)."""
-    if os.environ.get(_SDK_METRICS, "").strip().lower() == "true":
+    if sdk_span_metrics_on():
         return None, None
     if _static(sampler) is not None:
         return _static(sampler), _static(sampler)
@@ -215,10 +219,6 @@ def _static(sampler: Any) -> bool | None:
     return decision is not Decision.DROP
 
 
-_RANDOM_TRACE_ID: Final = 0x02
-# The SDK's own span metrics (opt-in) count every span it starts, dropped ones too:
-# with them on, every span goes through the SDK.
-_SDK_METRICS: Final = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_CACHED: Final = 4096  # start-attribute dicts kept per hook
 
@@ -760,7 +760,7 @@ class TracingHook(Hook):
                     job_context.span_id,
                     is_remote=False,
                     trace_flags=trace.TraceFlags(
-                        trace.TraceFlags.SAMPLED | (creation_context.trace_flags & _RANDOM_TRACE_ID)
+                        trace.TraceFlags.SAMPLED | (creation_context.trace_flags & RANDOM_TRACE_ID)
                     ),
                     trace_state=creation_context.trace_state,
                 ),

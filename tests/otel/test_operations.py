@@ -12,7 +12,7 @@ from opentelemetry import trace
 
 from queue_core import Job, JobNotFoundError, Queue, UnrecoverableError, Worker
 from queue_otel import semconv as sc
-from tests.conftest import wait_counts
+from tests.conftest import wait_counts, wait_for
 from tests.otel.conftest import Telemetry
 
 
@@ -62,6 +62,9 @@ async def test_an_operator_retry_links_to_the_job_and_reruns_in_a_trace_of_its_o
     job = await queue.add("report", {"day": 1})
     async with make_worker(process):
         await wait_counts(queue, failed=1)
+        # Redis shows the outcome as the settle lands; the worker's hooks record the job
+        # span a moment later.
+        await wait_for(lambda: len(telemetry.spans(f"job {queue.name}")) == 1, what="job span")
         (first_job_span,) = telemetry.spans(f"job {queue.name}")
         fail = False
         await queue.retry_job(job.id)
