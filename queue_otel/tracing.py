@@ -197,8 +197,9 @@ def _decisions_by_parent(sampler: Any) -> tuple[bool | None, bool | None]:
     goes back to asking the sampler (slower, never wrong)."""
     if sdk_span_metrics_on():
         return None, None
-    if _static(sampler) is not None:
-        return _static(sampler), _static(sampler)
+    static = _static(sampler)
+    if static is not None:
+        return static, static
     if not isinstance(sampler, ParentBased) or type(sampler).should_sample is not (
         ParentBased.should_sample
     ):
@@ -234,6 +235,16 @@ def _job_end(job: Job) -> int:
     """A job span ends when this worker saw the outcome, after the last attempt's span
     ended (Redis records the finish time in whole milliseconds)."""
     return max(_ns(job.finished_at) or 0, time.time_ns())
+
+
+def _added_attributes(job: EnqueuedJob | None) -> dict[str, Any]:
+    """A producer span's attributes known once the add is done: the id Redis gave."""
+    attributes: dict[str, Any] = {}
+    if job is not None and job.job_id is not None:
+        attributes[sc.MESSAGE_ID] = job.job_id
+        if job.duplicate:
+            attributes[sc.JOB_DUPLICATE] = True
+    return attributes
 
 
 def _error_type(error: BaseException) -> str:
@@ -349,11 +360,7 @@ class TracingHook(Hook):
         failed add (its exception event) or a set-up that changed meanwhile, through the
         SDK with the same ids, parent, start and attributes."""
         tracer = self._tracers.main()
-        attributes: dict[str, Any] = {}
-        if job.job_id is not None:
-            attributes[sc.MESSAGE_ID] = job.job_id
-            if job.duplicate:
-                attributes[sc.JOB_DUPLICATE] = True
+        attributes = _added_attributes(job)
         if error is None and self._tracers.finished_spans(tracer).finish(deferred, attributes):
             return
         span_context = deferred.span.get_span_context()
@@ -422,11 +429,7 @@ class TracingHook(Hook):
         if not span.is_recording():
             span.end()
             return
-        attributes: dict[str, Any] = {}
-        if job is not None and job.job_id is not None:
-            attributes[sc.MESSAGE_ID] = job.job_id
-            if job.duplicate:
-                attributes[sc.JOB_DUPLICATE] = True
+        attributes = _added_attributes(job)
         if error is not None:
             attributes[sc.ERROR_TYPE] = _error_type(error)
         if attributes:
