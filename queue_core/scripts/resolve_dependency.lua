@@ -89,12 +89,13 @@ end
 if kind == 'failed' and policy == 'fail' then
   redis.call('ZREM', K.children, pid)
   local target = cjson.decode(ref)
-  record_error(K, pid, {type = 'DependencyFailedError',
-    message = 'child ' .. target[1] .. ':' .. target[2] .. ' failed: ' .. emsg, stack = ''},
-    nil, now)
+  local message = 'child ' .. target[1] .. ':' .. target[2] .. ' failed: ' .. emsg
+  record_error(K, pid, {type = 'DependencyFailedError', message = message, stack = ''}, nil, now)
   rec.atm = (rec.atm or 0) - 1 -- no attempt of the parent ended: finish counts one
   finish(K, pid, rec, K.failed, rec.rfn or -1, rec.rfa or -1, now)
-  emit(K, 'failed', 'id', pid, 'reason', 'child ' .. target[1] .. ':' .. target[2] .. ' failed')
+  -- As every failure's event: its type and message, so that a waiter raises the same error
+  -- whether it reads the event or, once failed, the job's stored error.
+  emit(K, 'failed', 'id', pid, 'type', 'DependencyFailedError', 'reason', message)
   return {3, rec.dpn or 0}
 end
 if was_pending and not pending_now then

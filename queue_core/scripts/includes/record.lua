@@ -6,13 +6,18 @@
 -- RECORD_VERSION was written by a newer queue_core: these scripts leave such jobs alone.
 local RECORD_VERSION = 1
 local MAX_RECORD_BYTES = 65536 -- records are small scalars; a larger one is not ours
-local RECORD_NUMBERS = {'v', 'ts', 'ats', 'atm', 'stc', 'pon', 'fon', 'rdy', 'p', 'lifo',
-  'front', 'rcn', 'rca', 'rfn', 'rfa', 'q', 'ddt', 'rtr', 'due', 'dpn'}
+-- The type of every field that has one; a number must also be finite (NaN and infinities
+-- would make cjson.encode fail after the script's first write). Other fields are left be.
 -- tok: lock token; ddk: the dedup key the job holds; cxr: the reason of a cancel request;
 -- sch: the scheduler whose run this job is (its `due`: the tick it runs for, ms);
 -- par: the ref of a flow child's parent (JSON [queue, id]), fpo: what the child's failure
 -- does to it (fail, ignore, remove; absent: it waits); dpn: a parent's pending children
-local RECORD_STRINGS = {'tok', 'ddk', 'cxr', 'sch', 'par', 'fpo'}
+local RECORD_FIELDS = {v = 'number', ts = 'number', ats = 'number', atm = 'number',
+  stc = 'number', pon = 'number', fon = 'number', rdy = 'number', p = 'number',
+  lifo = 'number', front = 'number', rcn = 'number', rca = 'number', rfn = 'number',
+  rfa = 'number', q = 'number', ddt = 'number', rtr = 'number', due = 'number',
+  dpn = 'number', tok = 'string', ddk = 'string', cxr = 'string', sch = 'string',
+  par = 'string', fpo = 'string'}
 
 -- Returns rec; or nil and the reason it is corrupt; or nil, nil and its newer version.
 local function decode_record(raw)
@@ -26,16 +31,15 @@ local function decode_record(raw)
   if type(rec) ~= 'table' or rec[1] ~= nil then
     return nil, 'its record is not a JSON object'
   end
-  for _, field in ipairs(RECORD_NUMBERS) do
-    local value = rec[field]
-    -- NaN and infinities would make cjson.encode fail after the script's first write.
-    if value ~= nil and (type(value) ~= 'number' or value ~= value
-        or value == math.huge or value == -math.huge) then
-      return nil, 'its record field "' .. field .. '" is not a finite number'
-    end
-  end
-  for _, field in ipairs(RECORD_STRINGS) do
-    if rec[field] ~= nil and type(rec[field]) ~= 'string' then
+  -- One pass over the fields the record has (a few), not over every known field.
+  for field, value in pairs(rec) do
+    local kind = RECORD_FIELDS[field]
+    if kind == 'number' then
+      if type(value) ~= 'number' or value ~= value or value == math.huge
+          or value == -math.huge then
+        return nil, 'its record field "' .. field .. '" is not a finite number'
+      end
+    elseif kind == 'string' and type(value) ~= 'string' then
       return nil, 'its record field "' .. field .. '" is not a string'
     end
   end
