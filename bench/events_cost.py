@@ -51,8 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _commands(client: redis.Redis) -> int:
     stats: dict[str, Any] = client.info("commandstats")
-    # Scripts count once as EVALSHA and again for each command they call.
-    return sum(int(v["calls"]) for k, v in stats.items() if k not in ("evalsha", "cmdstat_evalsha"))
+    # Scripts count once as FCALL (or EVALSHA) and again for each command they call.
+    scripts = ("fcall", "cmdstat_fcall", "evalsha", "cmdstat_evalsha")
+    return sum(int(v["calls"]) for k, v in stats.items() if k not in scripts)
 
 
 def _by_command(client: redis.Redis) -> dict[str, list[float]]:

@@ -36,7 +36,7 @@ from queue_core import (
     WorkerErrorEvent,
 )
 from queue_core.envelope import FORMAT_VERSION, MalformedError, NewerFormatError, check_record
-from queue_core.scripts import load_script
+from queue_core.scripts import load_script, run_script
 from tests.conftest import wait_counts, wait_for
 from tests.log_capture import capture_logs
 
@@ -127,8 +127,7 @@ async def test_a_corrupt_active_record_is_quarantined_and_recovery_goes_on(
         # Stalled recovery still works: a job taken by a worker that then died.
         orphan = await queue.add("job", "orphan")
         fetch = load_script("move_to_active")
-        keys = queue.keys.select(fetch.keys)
-        await raw.evalsha(fetch.sha, len(keys), *keys, 1, "dead-worker", 200, 0, 0)
+        await run_script(raw, fetch, queue.keys, [1, "dead-worker", 200, 0, 0])
         await wait_for(lambda: runs[orphan.id] == 1, timeout=5, what="the orphan to be recovered")
         await wait_counts(queue, completed=2, failed=1)
         assert worker.healthy()

@@ -1,10 +1,17 @@
-"""Loads the Lua scripts, one per operation, and runs them by SHA.
+"""Loads the Lua scripts, one per operation, and runs them: as Redis functions where the
+server has them (7.0+), else by SHA.
 
 Each ``<name>.lua`` starts with a header comment whose ``KEYS:`` line names the queue
 keys it takes, in order. The loader reads that line to know which keys to pass, and
 prepends ``local K = {name = KEYS[i], ...}`` so the script body refers to ``K.wait``
 rather than to positions. ``--@include <name>`` pulls in ``includes/<name>.lua`` once.
 Loading fails if a script refers to a key its header does not declare.
+
+``preload`` loads every script into the server at connect: as one function library
+(``library.py``: the includes run once, not at every call) when the server takes it, and
+the client then calls each script with FCALL; otherwise (Redis 6.2, or ``FUNCTION`` denied)
+as scripts called with EVALSHA. A server that forgot them (a restart without persistence,
+``FUNCTION FLUSH``) gets them again at the next call that misses them.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -20,10 +28,11 @@ from typing import Any, Final
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from queue_core.keys import KEY_NAMES, QueueKeys
 from queue_core.pipeline import CommandPipeline
+from queue_core.scripts.library import Library, ScriptParts, build
 
 _pack: Any
 try:  # redis[hiredis] is a dependency; stay correct without the C extension
@@ -37,6 +46,7 @@ __all__ = [
     "LuaScript",
     "ScriptError",
     "can_pipeline",
+    "library",
     "load_script",
     "preload",
     "preload_sync",
@@ -133,17 +143,70 @@ def load_script(name: str) -> LuaScript:
     undeclared = sorted(set(_KEY_REF.findall(body)) - set(keys))
     if undeclared:
         raise ScriptError(f"{name}.lua touches keys it does not declare: {undeclared}")
-    prelude = "local K = {" + ", ".join(f"{k} = KEYS[{i}]" for i, k in enumerate(keys, 1)) + "}\n"
-    source = prelude + body
+    source = _prelude(keys) + body
     return LuaScript(name, keys, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+
+
+def _prelude(keys: tuple[str, ...]) -> str:
+    return "local K = {" + ", ".join(f"{k} = KEYS[{i}]" for i, k in enumerate(keys, 1)) + "}\n"
+
+
+@cache
+def library() -> Library:
+    """Every script of ``SCRIPT_NAMES`` as one function library."""
+    seen: set[str] = set()
+    parts = []
+    for name in SCRIPT_NAMES:
+        script = load_script(name)
+        text = _read(f"{name}.lua")
+        includes = "".join(_expand(f"--@include {i}\n", seen) for i in _INCLUDE.findall(text))
+        body = _INCLUDE.sub("", text)
+        parts.append(ScriptParts(name, includes, _prelude(script.keys), body, script.source))
+    return build(parts)
+
+
+@cache
+def _function(name: str) -> str:
+    return library().function(name)
 
 
 AnyAsyncRedis = AsyncRedis | AsyncRedisCluster
 AnySyncRedis = Any  # redis.Redis or redis.cluster.RedisCluster
 
+# Clients whose server holds the library (``preload`` loaded it): they call by FCALL.
+_FUNCTIONS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_RETRIES: Final = 2  # a call refused for a missing script or function, reloaded and retried
+
 
 def _key_args(script: LuaScript, keys: QueueKeys) -> list[str]:
     return keys.select(script.keys)
+
+
+def _command(
+    client: Any, script: LuaScript, key_args: list[str], args: Sequence[Any]
+) -> tuple[Any, ...]:
+    if client in _FUNCTIONS:
+        return ("FCALL", _function(script.name), len(key_args), *key_args, *args)
+    return ("EVALSHA", script.sha, len(key_args), *key_args, *args)
+
+
+def _reload(client: Any, script: LuaScript, error: ResponseError) -> tuple[Any, ...] | None:
+    """The command that gives the server what ``error`` says it lacks, or None when the
+    error is the script's own. A server without FCALL (an older node met after a
+    failover, an ACL that denies it) turns the client back to EVALSHA."""
+    message = str(error)
+    if isinstance(error, NoScriptError):
+        return ("SCRIPT LOAD", script.source)
+    if message.startswith("Function not found"):
+        return ("FUNCTION LOAD", "REPLACE", library().code)
+    if client in _FUNCTIONS and (message.startswith("unknown command") or _denied(error)):
+        del _FUNCTIONS[client]  # FCALL itself is unknown or denied
+        return ("SCRIPT LOAD", script.source)
+    return None
+
+
+def _denied(error: ResponseError) -> bool:
+    return isinstance(error, NoPermissionError) or str(error).startswith("NOPERM")
 
 
 def can_pipeline(client: AnyAsyncRedis) -> bool:
@@ -158,25 +221,30 @@ async def run_script(
     args: Sequence[Any],
     pipeline: CommandPipeline | None = None,
 ) -> Any:
-    """EVALSHA the script, loading it first if Redis does not know it (e.g. after a restart).
+    """Call the script (FCALL or EVALSHA), loading it first if Redis lacks it (e.g. after a
+    restart).
 
     With a ``pipeline`` (a worker's hot path), the call shares writes with concurrent ones.
     """
     key_args = _key_args(script, keys)
     if pipeline is not None:
-        command = _pack(("EVALSHA", script.sha, len(key_args), *key_args, *args))
         try:
-            return await pipeline.call(command)
-        except NoScriptError:
-            pass  # Redis restarted and forgot it: load it on the direct path below
+            return await pipeline.call(_pack(_command(client, script, key_args, args)))
+        except ResponseError as error:
+            if _reload(client, script, error) is None:
+                raise  # else Redis lacks it: load it on the direct path below
     if can_pipeline(client):
         assert isinstance(client, AsyncRedis)
         return await _run_direct(client, script, key_args, args)
-    try:
-        return await client.evalsha(script.sha, len(key_args), *key_args, *args)
-    except NoScriptError:
-        await client.script_load(script.source)
-        return await client.evalsha(script.sha, len(key_args), *key_args, *args)
+    for attempt in range(_RETRIES + 1):
+        try:
+            return await client.execute_command(*_command(client, script, key_args, args))
+        except ResponseError as error:
+            load = _reload(client, script, error)
+            if load is None or attempt == _RETRIES:
+                raise
+            await client.execute_command(*load)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _run_direct(
@@ -187,18 +255,20 @@ async def _run_direct(
     observability wrappers), which cost more than the script itself. A connection whose
     state is unknown after an error is closed before it goes back to the pool."""
     pack = _pack
-    command = pack(("EVALSHA", script.sha, len(key_args), *key_args, *args))
     pool = client.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
-        try:
-            await connection.send_packed_command(command)
-            return await connection.read_response()
-        except NoScriptError:
-            await connection.send_packed_command(pack(("SCRIPT", "LOAD", script.source)))
+        for attempt in range(_RETRIES + 1):
+            await connection.send_packed_command(pack(_command(client, script, key_args, args)))
+            try:
+                return await connection.read_response()
+            except ResponseError as error:
+                load = _reload(client, script, error)
+                if load is None or attempt == _RETRIES:
+                    raise
+            await connection.send_packed_command(pack((*load[0].split(), *load[1:])))
             await connection.read_response()
-            await connection.send_packed_command(command)
-            return await connection.read_response()
+        raise AssertionError("unreachable")  # pragma: no cover
     except ResponseError:
         raise  # a reply from Redis: the connection is in a clean state
     except BaseException:
@@ -245,20 +315,56 @@ def run_script_sync(
 ) -> Any:
     """The blocking twin of ``run_script``, for the synchronous producer."""
     key_args = _key_args(script, keys)
-    try:
-        return client.evalsha(script.sha, len(key_args), *key_args, *args)
-    except NoScriptError:
-        client.script_load(script.source)
-        return client.evalsha(script.sha, len(key_args), *key_args, *args)
+    for attempt in range(_RETRIES + 1):
+        try:
+            return client.execute_command(*_command(client, script, key_args, args))
+        except ResponseError as error:
+            load = _reload(client, script, error)
+            if load is None or attempt == _RETRIES:
+                raise
+            client.execute_command(*load)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _has_functions(error: ResponseError | None) -> bool:
+    """Whether the server takes functions, after FUNCTION LOAD answered ``error``. Loaded,
+    already there (the library's name is the hash of its code), or refused for now (Redis
+    full): yes, and a call that misses the library loads it. An unknown command (Redis 6.2)
+    or one an ACL denies: no."""
+    if error is None:
+        return True
+    return not (str(error).startswith("unknown command") or _denied(error))
 
 
 async def preload(client: AnyAsyncRedis) -> None:
-    """Load every script at connect, so that no first call fails with NOSCRIPT (Redis
-    forgets scripts when it restarts; ``run_script`` still reloads them then)."""
+    """Load every script at connect, so that no first call misses one: as the function
+    library where the server takes it (this client then calls by FCALL), else as scripts
+    for EVALSHA. (Redis forgets both when it restarts without persistence; calls load them
+    again then.)"""
+    code = library().code
+    try:
+        await client.function_load(code)
+        error = None
+    except ResponseError as exc:  # 6.2: unknown command; or FUNCTION denied by an ACL
+        error = exc
+    if _has_functions(error):
+        _FUNCTIONS[client] = True
+        return
+    _FUNCTIONS.pop(client, None)
     for name in SCRIPT_NAMES:
         await client.script_load(load_script(name).source)
 
 
 def preload_sync(client: AnySyncRedis) -> None:
+    code = library().code
+    try:
+        client.function_load(code)
+        error = None
+    except ResponseError as exc:
+        error = exc
+    if _has_functions(error):
+        _FUNCTIONS[client] = True
+        return
+    _FUNCTIONS.pop(client, None)
     for name in SCRIPT_NAMES:
         client.script_load(load_script(name).source)

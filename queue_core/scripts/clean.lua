@@ -18,9 +18,12 @@ ARGV:
 Returns: {cutoff, scanned, kept, id, ...}: the removed ids follow; `kept` jobs stayed, so
 the next chunk of waiting or delayed starts at `start + kept`.
 ]]
+--@include allow_when_full
 --@include now_ms
 --@include remove_whole
 --@include events
+
+allow_when_full(K) -- removing jobs frees memory: run even when Redis is full
 
 local sets = {completed = K.completed, failed = K.failed, waiting = K.wait, delayed = K.delayed}
 local state = ARGV[1]

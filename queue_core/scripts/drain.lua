@@ -11,9 +11,12 @@ ARGV:
 
 Returns: the number of jobs removed (fewer than `count`: nothing is left to drain).
 ]]
+--@include allow_when_full
 --@include remove_whole
 --@include events
 --@include now_ms
+
+allow_when_full(K) -- removing jobs frees memory: run even when Redis is full
 
 local now = now_ms()
 

@@ -18,8 +18,11 @@ ARGV:
 Returns: {status, n}: status 1 done (every key deleted) and n jobs removed by this call;
 0 more to do, n removed; -1 refused, nothing changed, n jobs are active.
 ]]
+--@include allow_when_full
 --@include remove_whole
 --@include now_ms
+
+allow_when_full(K) -- removing jobs frees memory: run even when Redis is full
 
 local count = tonumber(ARGV[2])
 local now = now_ms()

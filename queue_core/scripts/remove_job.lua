@@ -14,11 +14,14 @@ Returns: {status, state, header, refusal}: status 1 removed, 0 no such job, 2 re
 (nothing changed; refusal says why); state the state the job was found in; header its
 envelope's first line (see includes/job_action).
 ]]
+--@include allow_when_full
 --@include now_ms
 --@include job_action
 --@include remove_whole
 --@include wait_score
 --@include events
+
+allow_when_full(K) -- removing jobs frees memory: run even when Redis is full
 
 local id = ARGV[1]
 local job = read_job(K, id)

@@ -1,7 +1,7 @@
 --[[
 remove_scheduler: delete a job scheduler and its pending run if that has not started.
 
-KEYS: meta jobs state wait delayed events schedulers
+KEYS: meta jobs state wait active delayed events schedulers
 
 ARGV:
   1  scheduler id
@@ -9,8 +9,11 @@ ARGV:
 Returns: 1 if the scheduler existed, else 0. A pending run still delayed or waiting is
 removed with it; one already running finishes (it makes no next run).
 ]]
+--@include allow_when_full
 --@include events
 --@include scheduler_config
+
+allow_when_full(K) -- removing jobs frees memory: run even when Redis is full
 
 local sid = ARGV[1]
 if redis.call('HEXISTS', K.schedulers, 'c:' .. sid) == 0 then

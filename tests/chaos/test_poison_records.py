@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from queue_core import CorruptJobError, Hook, Job, JobState, Queue, Worker, WorkerErrorEvent
-from queue_core.scripts import load_script
+from queue_core.scripts import load_script, run_script
 from tests.conftest import wait_counts, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -133,8 +133,7 @@ async def scenario(redis_url: str, name: str, spoil: Spoil) -> dict[str, Any]:
             # Stalled recovery still works: a job taken by a worker that then died.
             orphan = await queue.add("job", "orphan")
             fetch = load_script("move_to_active")
-            keys = queue.keys.select(fetch.keys)
-            await raw.evalsha(fetch.sha, len(keys), *keys, 1, "dead-worker", 100, 0, 0)
+            await run_script(raw, fetch, queue.keys, [1, "dead-worker", 100, 0, 0])
             await wait_for(lambda: runs[orphan.id] == 1, timeout=5, what="stalled recovery")
             healthy = worker.healthy()
         listed = {job.id: job for job in await queue.get_jobs()}

@@ -2,7 +2,7 @@
 --@include events
 --@include error_history
 -- Jobs quarantined by this call, {id, reason, ...}: workers log them and tell their hooks.
-local QUARANTINED = {}
+local QUARANTINED = {} --@per-call
 
 -- Move a job whose stored data is unreadable to the failed set, with a CorruptJobError,
 -- out of every other state. Its unreadable record is kept in `corrupt` and a fresh record

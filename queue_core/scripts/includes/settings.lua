@@ -4,7 +4,7 @@
 -- ms; they replace a worker's own limiter), evl (events stream length; absent: the
 -- default, 0: no events). Read once per script call.
 local EVENTS_DEFAULT_LENGTH = 10000
-local SETTINGS = nil
+local SETTINGS = nil --@per-call
 
 local function settings(K)
   if not SETTINGS then
