@@ -46,7 +46,20 @@ CPU_COLUMNS = (
     Column("process2_cpu_ms", "worker CPU ms/job, 2 workers", False, 3),
     Column("enqueue_cpu_ms", "producer CPU ms/enqueue call", False, 3),
 )
+# Redis per job, every row: what the library's calls cost the Redis every worker shares.
+REDIS_COLUMNS = (
+    Column("process1_redis_us", "Redis CPU us/job, 1 worker", False, 1),
+    Column("process1_redis_commands", "Redis commands/job, 1 worker", False, 1),
+    Column("process2_redis_us", "Redis CPU us/job, 2 workers", False, 1),
+    Column("enqueue_redis_us", "Redis CPU us/enqueue call", False, 1),
+    Column("enqueue_redis_commands", "Redis commands/enqueue call", False, 1),
+)
 PHASE_OF = {
+    "process1_redis_us": "process1",
+    "process1_redis_commands": "process1",
+    "process2_redis_us": "process2",
+    "enqueue_redis_us": "enqueue",
+    "enqueue_redis_commands": "enqueue",
     "enqueue_cpu_ms": "enqueue",
     "process1_cpu_ms": "process1",
     "process2_cpu_ms": "process2",
@@ -133,7 +146,7 @@ def spread_text(entry: dict[str, Any], key: str) -> str:
 
 def spread_table(document: dict[str, Any]) -> list[str]:
     """(max - min) / median over each row's runs, per figure of the tables above."""
-    columns = [*COLUMNS, *CPU_COLUMNS]
+    columns = [*COLUMNS, *CPU_COLUMNS, *REDIS_COLUMNS]
     lines = [
         "| library | " + " | ".join(c.header for c in columns) + " |",
         "|---|" + "---:|" * len(columns),
@@ -362,6 +375,9 @@ VARIANT_FIGURES = (
     "process2_per_s",
     "pickup_p50_ms",
     "pickup_p99_ms",
+    "process1_redis_us",
+    "process1_redis_commands",
+    "enqueue_redis_us",
 )
 
 
@@ -389,7 +405,7 @@ def variant_table(document: dict[str, Any], off_key: str, what: str) -> list[str
         "| spread between runs (off; on) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for column in COLUMNS:
+    for column in (*COLUMNS, *REDIS_COLUMNS):
         if column.key not in VARIANT_FIGURES:
             continue
         a, b = off.get(column.key), on.get(column.key)
@@ -529,6 +545,19 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
         "calls). In brackets: the ratio to the best peer's value (lower is better).",
         "",
         *main_table(document, CPU_COLUMNS),
+        "",
+        f"{heading}# Redis per job",
+        "",
+        "Every row: Redis's CPU time per job (`used_cpu_user` + `used_cpu_sys` of `INFO cpu`) "
+        "and the commands it ran per job (`INFO commandstats`: the commands a script or "
+        "function runs counted one by one, the script call itself not), over the same span "
+        "as the worker CPU above, and over the timed enqueue calls. Every worker of a "
+        "deployment shares one Redis, so Redis's CPU per job bounds the throughput of all "
+        "of them together. In brackets: the ratio to the best peer's value (lower is "
+        "better). `python -m bench.events_cost --before <checkout>` compares queue_core's "
+        "figures with another version's in one run.",
+        "",
+        *main_table(document, REDIS_COLUMNS),
         "",
         f"{heading}# Worker models as benchmarked",
         "",

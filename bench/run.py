@@ -100,6 +100,11 @@ FIGURES = (
     "pickup_p50_ms",
     "pickup_p99_ms",
     "memory_bytes_per_job",
+    "process1_redis_us",
+    "process1_redis_commands",
+    "process2_redis_us",
+    "enqueue_redis_us",
+    "enqueue_redis_commands",
 )
 
 

@@ -97,6 +97,12 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     for header in ("enqueue /s", "bulk enqueue /s", "1 worker jobs/s", "2 workers jobs/s"):
         assert f"| {header} |" in deadlines, header
     assert "python -m bench.run --quick" in markdown
+    # Redis per job: a no-op job is one settle-and-fetch call of a couple of dozen commands
+    # (20 to 30 with events on); an add, one call of about ten.
+    assert "#### Redis per job" in markdown
+    ours = document["libraries"]["queue_core"]["figures"]
+    assert 15 <= ours["process1_redis_commands"] <= 40, ours
+    assert 5 <= ours["enqueue_redis_commands"] <= 20, ours
     # The worker command's start-up, timed in queue_core's venv (3 starts when quick).
     started = document["startup"]
     assert started["error"] == "" and started["starts"] == 3, started

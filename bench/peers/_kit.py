@@ -16,7 +16,8 @@ error and the others still run):
 - ``enqueue``: ``enqueue_jobs`` calls one at a time, after 100 warm-up calls; calls per
   second, p50 and p99 of each call's latency; the producer's CPU per call
   (``enqueue_cpu_ms``: ``time.process_time()`` of this process, its threads included, over
-  the timed calls).
+  the timed calls); Redis's CPU and commands per call, as for the workers below
+  (``enqueue_redis_us``, ``enqueue_redis_commands``).
 - ``bulk``: ``bulk_jobs`` jobs in bulk calls of ``bulk_batch`` (only for a real bulk API).
 - ``process1``/``process2``: ``process_jobs`` jobs enqueued first (as many as the
   producer adds in ``fill_max_s``), then one (two) worker processes started; jobs per
@@ -28,7 +29,11 @@ error and the others still run):
   system, from ``/proc/<pid>/stat``, children that were waited for included) of every
   process in the worker processes' process groups (a worker's pool processes, RQ's work
   horses), from when the first jobs' marks are read to when the last are, divided by the
-  jobs marked in between: start-up is not in it, and neither is the harness.
+  jobs marked in between: start-up is not in it, and neither is the harness. Over the same
+  span, Redis's CPU per job (``process1_redis_us``: ``used_cpu_user`` + ``used_cpu_sys``
+  of ``INFO cpu``) and the commands it ran per job (``process1_redis_commands``: ``INFO
+  commandstats``, the commands scripts and functions run counted one by one, the script
+  calls themselves not), every worker sharing one Redis, as a deployment's do.
 - ``pickup``: one idle worker; ``pickup_samples`` times (or until ``pickup_max_s``):
   wait, take the time, enqueue one job, read the job's own start time; p50 and p99 of the
   difference. The wait is 10 ms plus a random part as long as the slowest pick-up seen
@@ -383,6 +388,22 @@ class Workers:
             process.wait()
 
 
+# Commands that run a script or function: their commands are counted, not they.
+_SCRIPT_CALLS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+
+
+def _redis_per_job(
+    key: str, before: tuple[float, int], after: tuple[float, int], jobs: int
+) -> dict[str, float | None]:
+    """Redis's CPU (us) and commands per job between two ``redis_usage`` readings."""
+    if jobs <= 0:
+        return {f"{key}_redis_us": None, f"{key}_redis_commands": None}
+    return {
+        f"{key}_redis_us": (after[0] - before[0]) / jobs * 1e6,
+        f"{key}_redis_commands": (after[1] - before[1]) / jobs,
+    }
+
+
 class Harness:
     def __init__(self, peer: Peer, url: str, params: Params, workdir: Path) -> None:
         self.peer = peer
@@ -424,6 +445,18 @@ class Harness:
         self.redis.flushall()
         self.marks.drain()
 
+    def redis_usage(self) -> tuple[float, int]:
+        """Redis's CPU seconds so far and the commands it has run, a script's commands
+        counted one by one and the script call itself not (see the docstring)."""
+        cpu: dict[str, Any] = self.redis.info("cpu")
+        stats: dict[str, Any] = self.redis.info("commandstats")
+        commands = sum(
+            int(value["calls"])
+            for name, value in stats.items()
+            if name.removeprefix("cmdstat_").lower() not in _SCRIPT_CALLS
+        )
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), commands
+
     def used_memory(self) -> int:
         """Redis's memory less the client buffers (which vary with connections)."""
         info: dict[str, Any] = self.redis.info("memory")
@@ -452,6 +485,7 @@ class Harness:
                 await self.peer.enqueue(-1 - i)
             latencies: list[float] = []
             clock = time.perf_counter
+            redis_from = self.redis_usage()
             cpu_started = time.process_time()
             started = clock()
             for i in range(n):
@@ -460,6 +494,7 @@ class Harness:
                 latencies.append(clock() - t)
             elapsed = clock() - started
             cpu = time.process_time() - cpu_started
+            redis_to = self.redis_usage()
         finally:
             await self.peer.close()
         return {
@@ -467,6 +502,7 @@ class Harness:
             "enqueue_p50_ms": percentile(latencies, 50) * 1000,
             "enqueue_p99_ms": percentile(latencies, 99) * 1000,
             "enqueue_cpu_ms": cpu / n * 1000,
+            **_redis_per_job("enqueue", redis_from, redis_to, n),
         }
 
     async def phase_bulk(self) -> dict[str, Any]:
@@ -492,20 +528,24 @@ class Harness:
     async def phase_process2(self) -> dict[str, Any]:
         return await self._process(2)
 
-    async def _process(self, count: int) -> dict[str, Any]:
-        n = self.params.process_jobs
-        queue = self.queue_name(f"process{count}")
+    async def _fill(self, queue: str, n: int) -> int:
+        """Enqueue up to ``n`` jobs on a fresh Redis, for at most ``fill_max_s`` (a slow
+        producer gets fewer jobs to process); returns how many."""
         self.flush()
         await self.peer.open(self.url, queue)
-        try:  # at most fill_max_s of adding: a slow producer gets fewer jobs to process
+        try:
             added, fill_until = 0, time.monotonic() + self.params.fill_max_s
             while added < n and time.monotonic() < fill_until:
                 step = min(1000, n - added)
                 await self.peer.fill(step, start=added)
                 added += step
-            n = added
         finally:
             await self.peer.close()
+        return added
+
+    async def _process(self, count: int) -> dict[str, Any]:
+        queue = self.queue_name(f"process{count}")
+        n = await self._fill(queue, self.params.process_jobs)
         self.marks.drain()
         self.spans_exported()  # from zero
         workers = self.workers(queue, count)
@@ -515,6 +555,7 @@ class Harness:
         seen, first, last = 0, math.inf, -math.inf
         cpu_from: tuple[GroupCpu, int] | None = None  # (reading, marks seen by then)
         cpu_to: tuple[GroupCpu, int] | None = None
+        redis_from = redis_to = (0.0, 0)  # Redis's CPU and commands, read with cpu_from/to
         deadline = started + self.params.process_max_s
         try:
             while seen < n and (left := deadline - time.monotonic()) > 0:
@@ -524,6 +565,7 @@ class Harness:
                     first, last = min(first, *marks), max(last, *marks)
                     if cpu_from is None:  # the workers are up: CPU per job counts from here
                         cpu_from = (group_cpu(groups), seen)
+                        redis_from = self.redis_usage()
                     # Each mark carries its own time, so reading late costs nothing, while
                     # reading each as it comes would take CPU from the library measured
                     # (this machine may have no core to spare): let them gather.
@@ -532,6 +574,7 @@ class Harness:
                     workers.check()
             if cpu_from is not None:
                 reading = group_cpu(groups)
+                redis_to = self.redis_usage()
                 # The marks written before the reading (jobs done since the last read).
                 cpu_to = (reading, seen + len(self.marks.read(0)))
         finally:
@@ -559,6 +602,7 @@ class Harness:
         figures: dict[str, Any] = {
             f"{key}_per_s": (seen - 1) / (last - first),
             f"{key}_cpu_ms": cpu_s / cpu_jobs * 1000 if cpu_s is not None and cpu_jobs else None,
+            **_redis_per_job(key, redis_from, redis_to, cpu_jobs),
         }
         if count == 1:
             figures["startup_s"] = first - started
