@@ -10,7 +10,7 @@ server without functions (or with them denied) is called by EVALSHA.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
@@ -208,7 +208,7 @@ async def test_a_server_without_functions_is_called_by_evalsha(
 
 
 async def test_a_worker_keeps_working_through_a_function_flush(
-    queue: Queue, make_worker: object, raw: redis.asyncio.Redis
+    queue: Queue, make_worker: Callable[..., Worker], raw: redis.asyncio.Redis
 ) -> None:
     done: list[str] = []
 
@@ -217,7 +217,6 @@ async def test_a_worker_keeps_working_through_a_function_flush(
         if job.id == "3":
             await raw.function_flush()
 
-    assert callable(make_worker)
     async with make_worker(process):
         for i in range(10):
             await queue.add("a", i)

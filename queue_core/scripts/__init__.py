@@ -326,14 +326,17 @@ def run_script_sync(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _has_functions(error: ResponseError | None) -> bool:
-    """Whether the server takes functions, after FUNCTION LOAD answered ``error``. Loaded,
-    already there (the library's name is the hash of its code), or refused for now (Redis
-    full): yes, and a call that misses the library loads it. An unknown command (Redis 6.2)
-    or one an ACL denies: no."""
-    if error is None:
+def _set_mode(client: Any, error: ResponseError | None) -> bool:
+    """Record how ``client`` calls scripts, after FUNCTION LOAD answered ``error``
+    (None: loaded); True when it calls functions. Loaded, already there (the library's
+    name is the hash of its code), or refused for now (Redis full): functions, and a call
+    that misses the library loads it. An unknown command (Redis 6.2) or one an ACL denies:
+    EVALSHA, and the caller loads the scripts."""
+    if error is None or not (str(error).startswith("unknown command") or _denied(error)):
+        _FUNCTIONS[client] = True
         return True
-    return not (str(error).startswith("unknown command") or _denied(error))
+    _FUNCTIONS.pop(client, None)
+    return False
 
 
 async def preload(client: AnyAsyncRedis) -> None:
@@ -341,30 +344,22 @@ async def preload(client: AnyAsyncRedis) -> None:
     library where the server takes it (this client then calls by FCALL), else as scripts
     for EVALSHA. (Redis forgets both when it restarts without persistence; calls load them
     again then.)"""
-    code = library().code
+    error = None
     try:
-        await client.function_load(code)
-        error = None
-    except ResponseError as exc:  # 6.2: unknown command; or FUNCTION denied by an ACL
+        await client.function_load(library().code)
+    except ResponseError as exc:
         error = exc
-    if _has_functions(error):
-        _FUNCTIONS[client] = True
-        return
-    _FUNCTIONS.pop(client, None)
-    for name in SCRIPT_NAMES:
-        await client.script_load(load_script(name).source)
+    if not _set_mode(client, error):
+        for name in SCRIPT_NAMES:
+            await client.script_load(load_script(name).source)
 
 
 def preload_sync(client: AnySyncRedis) -> None:
-    code = library().code
+    error = None
     try:
-        client.function_load(code)
-        error = None
+        client.function_load(library().code)
     except ResponseError as exc:
         error = exc
-    if _has_functions(error):
-        _FUNCTIONS[client] = True
-        return
-    _FUNCTIONS.pop(client, None)
-    for name in SCRIPT_NAMES:
-        client.script_load(load_script(name).source)
+    if not _set_mode(client, error):
+        for name in SCRIPT_NAMES:
+            client.script_load(load_script(name).source)
