@@ -38,6 +38,7 @@ from queue_core import (
     Worker,
 )
 from queue_core.keys import QueueKeys
+from queue_core.scripts import _FUNCTIONS, load_script, preload, run_script
 from tests.conftest import wait_counts
 from tests.redis_server import RedisCluster
 
@@ -437,3 +438,12 @@ async def test_a_flow_add_that_fails_half_way_on_a_cluster_leaves_nothing(
             assert (await flows.queue(children).get_counts())["waiting"] == 1
     finally:
         await client.delete(blocker)
+
+
+async def test_a_cluster_client_calls_scripts_by_evalsha(client: AsyncRedisCluster) -> None:
+    """redis-py asks a node for an FCALL's keys at every call (COMMAND GETKEYS), a node
+    that may be the dead one after a failover: a Cluster client keeps EVALSHA."""
+    await preload(client)
+    assert not _FUNCTIONS.get(client)
+    reply = await run_script(client, load_script("get_counts"), QueueKeys("evalsha-check"), [])
+    assert [int(count) for count in reply] == [0] * len(reply)

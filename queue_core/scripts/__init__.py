@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from queue_core.keys import KEY_NAMES, QueueKeys
@@ -339,27 +340,38 @@ def _set_mode(client: Any, error: ResponseError | None) -> bool:
     return False
 
 
+def _may_call_functions(client: Any) -> bool:
+    """Not on a Redis Cluster client: redis-py finds an FCALL's slot by asking a node
+    (COMMAND GETKEYS, FCALL's keys being "movable") at every call, a round trip more,
+    and after a failover that node may be the dead one. EVALSHA's slot it computes."""
+    return not isinstance(client, (AsyncRedisCluster, SyncRedisCluster))
+
+
 async def preload(client: AnyAsyncRedis) -> None:
     """Load every script at connect, so that no first call misses one: as the function
     library where the server takes it (this client then calls by FCALL), else as scripts
     for EVALSHA. (Redis forgets both when it restarts without persistence; calls load them
     again then.)"""
-    error = None
-    try:
-        await client.function_load(library().code)
-    except ResponseError as exc:
-        error = exc
-    if not _set_mode(client, error):
-        for name in SCRIPT_NAMES:
-            await client.script_load(load_script(name).source)
+    if _may_call_functions(client):
+        error = None
+        try:
+            await client.function_load(library().code)
+        except ResponseError as exc:
+            error = exc
+        if _set_mode(client, error):
+            return
+    for name in SCRIPT_NAMES:
+        await client.script_load(load_script(name).source)
 
 
 def preload_sync(client: AnySyncRedis) -> None:
-    error = None
-    try:
-        client.function_load(library().code)
-    except ResponseError as exc:
-        error = exc
-    if not _set_mode(client, error):
-        for name in SCRIPT_NAMES:
-            client.script_load(load_script(name).source)
+    if _may_call_functions(client):
+        error = None
+        try:
+            client.function_load(library().code)
+        except ResponseError as exc:
+            error = exc
+        if _set_mode(client, error):
+            return
+    for name in SCRIPT_NAMES:
+        client.script_load(load_script(name).source)
