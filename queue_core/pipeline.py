@@ -9,7 +9,11 @@ since its last write as one batch, and does not wait for replies before writing 
 reader reads replies in order while later batches are on the wire, and hands them out in
 two halves so that Redis and the worker work at the same time (see ``_read_loop``).
 Nothing waits on purpose: a lone call goes out at once. Each script stays its own atomic
-call; only the transport is shared.
+call; only the transport is shared, with one exception: calls that say they may share one
+command (``SharedCall``: a script that takes several groups of arguments, such as a
+worker's completions) and leave in the same write go as one command, whose reply holds
+one reply per call. Redis then parses one command and sets the script up once for all of
+them, rather than once each.
 
 Deadline: a call with no reply ``timeout`` seconds after it was written (a frozen or
 black-holed server) fails with ``redis.exceptions.TimeoutError``, with every other call on
@@ -21,6 +25,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
@@ -29,7 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["CommandPipeline"]
+__all__ = ["CommandPipeline", "SharedCall"]
 
 # An idle pipeline gives its connection back to the pool after this long: a checkout
 # tests a pooled connection and reconnects it if the server closed it meanwhile (Redis
@@ -38,11 +45,22 @@ __all__ = ["CommandPipeline"]
 IDLE_RELEASE_S = 2.0
 
 
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us a call
+class SharedCall:
+    """A call that may go out as one command with others of its ``group`` written at the
+    same time: ``pack`` makes the command from the arguments of one call or of several,
+    concatenated in order; the reply to several is a list of one reply per call."""
+
+    group: Hashable
+    args: Sequence[Any]
+    pack: Callable[[list[Any]], bytes]
+
+
 class CommandPipeline:
     def __init__(self, client: AsyncRedis, timeout: float | None = None) -> None:
         self._pool = client.connection_pool
         self._timeout = timeout
-        self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[bytes | SharedCall, asyncio.Future[Any]]] = []
         # Written, reply not read yet: (the caller's future, when it was written).
         self._in_flight: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
@@ -56,8 +74,9 @@ class CommandPipeline:
         self._releasing: asyncio.Future[None] | None = None
         self._closed = False
 
-    async def call(self, command: bytes) -> Any:
-        """Send a packed command; return its reply (a ``ResponseError`` is raised)."""
+    async def call(self, command: bytes | SharedCall) -> Any:
+        """Send a packed command (or a call that may share one); return its reply (a
+        ``ResponseError`` is raised)."""
         if self._closed:
             raise RedisConnectionError("the command pipeline is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -93,7 +112,7 @@ class CommandPipeline:
             # Calls made during the same turn of the event loop leave together.
             if self._pending:
                 batch, self._pending = self._pending, []
-                await self._write(batch)
+                await self._write(_merge(batch))
 
     async def _write(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
         try:
@@ -142,7 +161,7 @@ class CommandPipeline:
         try:
             while self._in_flight and connection is self._connection:
                 if handled == 0:
-                    pause_after = max(2, len(self._in_flight) // 2)
+                    pause_after = max(1, len(self._in_flight) // 2)
                 try:
                     reply: Any = await connection.read_response()
                 except ResponseError as error:  # a reply: the connection is still in step
@@ -234,6 +253,63 @@ class CommandPipeline:
         if broken:  # its state is unknown: never reuse it
             await connection.disconnect(nowait=True)
         await self._pool.release(connection)
+
+
+def _merge(
+    batch: list[tuple[bytes | SharedCall, asyncio.Future[Any]]],
+) -> list[tuple[bytes, asyncio.Future[Any]]]:
+    """The commands to write: shared calls of one group become one command, in the place of
+    the first of them (calls of different groups or jobs do not depend on each other's
+    order; each group keeps its own)."""
+    slots: list[tuple[bytes, asyncio.Future[Any]] | list[tuple[SharedCall, asyncio.Future[Any]]]]
+    slots = []
+    groups: dict[Hashable, list[tuple[SharedCall, asyncio.Future[Any]]]] = {}
+    for command, future in batch:
+        if isinstance(command, bytes):
+            slots.append((command, future))
+            continue
+        members = groups.get(command.group)
+        if members is None:
+            members = groups[command.group] = []
+            slots.append(members)
+        members.append((command, future))
+    if not groups:
+        return slots  # type: ignore[return-value]  # no shared calls: all bytes
+    merged: list[tuple[bytes, asyncio.Future[Any]]] = []
+    for slot in slots:
+        if isinstance(slot, tuple):
+            merged.append(slot)
+        else:
+            half = (len(slot) + 1) // 2
+            for part in (slot[:half], slot[half:]):
+                if len(part) < 2:
+                    for call, future in part:
+                        merged.append((call.pack(list(call.args)), future))
+                    continue
+                together = asyncio.get_running_loop().create_future()
+                together.add_done_callback(partial(_share_out, [future for _, future in part]))
+                args = [arg for call, _ in part for arg in call.args]
+                merged.append((part[0][0].pack(args), together))
+    return merged
+
+
+def _share_out(futures: list[asyncio.Future[Any]], together: asyncio.Future[Any]) -> None:
+    """Hand each caller its part of a shared command's reply (or its error)."""
+    if together.cancelled():
+        error: BaseException | None = asyncio.CancelledError()
+    else:
+        error = together.exception()
+    replies = together.result() if error is None else None
+    if error is None and (not isinstance(replies, list) or len(replies) != len(futures)):
+        error = ResponseError(f"a shared call expected {len(futures)} replies: {replies!r}")
+    for i, future in enumerate(futures):
+        if future.done():  # its caller was cancelled meanwhile
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert replies is not None
+            future.set_result(replies[i])
 
 
 def _fail(futures: Any, error: Exception) -> None:

@@ -319,7 +319,9 @@ def test_profile_worker_shows_where_the_time_goes() -> None:
     out = done.stdout
     assert "3,000 no-op jobs, concurrency 10" in out and "us/job" in out
     # One script call per job, settle and fetch in one (a function: Redis 7 here).
-    assert "fcall: 1.00 calls" in out
+    # One settle call per job at most: completions of one write may share a call.
+    fcalls = re.search(r"fcall: (\d+\.\d\d) calls", out)
+    assert fcalls is not None and 0.2 <= float(fcalls.group(1)) <= 1.0, out
     frames = out.split("busy samples:", 1)[1].strip().splitlines()
     assert 1 <= len(frames) <= 8 and all(line.strip().split("%")[0] for line in frames)
     assert any("queue_core/" in line for line in frames), frames

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from queue_core import pipeline as pipeline_module
 from queue_core.connection import create_async_client
-from queue_core.pipeline import CommandPipeline
+from queue_core.pipeline import CommandPipeline, SharedCall
 from tests.redis_server import RedisServer, free_port
 
 
@@ -199,3 +199,73 @@ async def test_a_frozen_server_fails_calls_at_the_deadline_then_recovers() -> No
         await pipeline.close()
         await client.aclose()
         server.cleanup()
+
+
+# A script that answers each group of two arguments with "<a>+<b>", and several groups with
+# a list of those: the shape of a script that takes calls sharing one command.
+_GROUPED = """
+if #ARGV == 2 then return ARGV[1] .. '+' .. ARGV[2] end
+local out = {}
+for i = 1, #ARGV, 2 do out[#out + 1] = ARGV[i] .. '+' .. ARGV[i + 1] end
+return out
+"""
+
+
+def _grouped_call(group: str, a: str, b: str, script: str = _GROUPED) -> SharedCall:
+    return SharedCall(group, (a, b), lambda args: pack_command(("EVAL", script, 0, *args)))
+
+
+async def _evals(client: redis.asyncio.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+
+async def test_shared_calls_of_a_write_share_commands_and_keep_their_replies(
+    client: redis.asyncio.Redis,
+) -> None:
+    pipeline = CommandPipeline(client)
+    before = await _evals(client)
+    calls = [pipeline.call(_grouped_call("g", str(n), "x")) for n in range(10)]
+    other = pipeline.call(pack_command(("ECHO", "between")))
+    calls += [pipeline.call(_grouped_call("h", str(n), "y")) for n in range(3)]
+    replies = await asyncio.gather(*calls, other)
+    assert replies[:10] == [f"{n}+x".encode() for n in range(10)]
+    assert replies[10:13] == [f"{n}+y".encode() for n in range(3)]
+    assert replies[13] == b"between"
+    # Each group of one write goes as two commands (two halves, so that the worker handles
+    # the first half's replies while Redis runs the second), not one per call.
+    assert await _evals(client) - before == 4
+    await pipeline.close()
+
+
+async def test_a_lone_shared_call_goes_as_a_plain_command(client: redis.asyncio.Redis) -> None:
+    pipeline = CommandPipeline(client)
+    assert await pipeline.call(_grouped_call("g", "a", "b")) == b"a+b"
+    await pipeline.close()
+
+
+async def test_an_error_of_a_shared_command_reaches_each_of_its_calls(
+    client: redis.asyncio.Redis,
+) -> None:
+    pipeline = CommandPipeline(client)
+    failing = "return redis.error_reply('ERR no such luck')"
+    results = await asyncio.gather(
+        *(pipeline.call(_grouped_call("g", str(n), "x", failing)) for n in range(4)),
+        pipeline.call(pack_command(("ECHO", "unharmed"))),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, ResponseError) and "no such luck" in str(r) for r in results[:4])
+    assert results[4] == b"unharmed"
+    await pipeline.close()
+
+
+async def test_a_shared_reply_of_the_wrong_shape_fails_its_calls(
+    client: redis.asyncio.Redis,
+) -> None:
+    pipeline = CommandPipeline(client)
+    results = await asyncio.gather(
+        *(pipeline.call(_grouped_call("g", str(n), "x", "return 1")) for n in range(4)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, ResponseError) and "expected 2 replies" in str(r) for r in results)
+    await pipeline.close()

@@ -8,15 +8,18 @@ dropped.
 
 KEYS: meta jobs state results errors progress logs wait active delayed completed failed marker limiter corrupt dedup events schedulers deps depout outbox outboxat children
 
-ARGV:
+ARGV: one group of 8 per job completed (a worker's completions that leave in the same
+write share one call; see pipeline.py):
   1     job id
   2     lock token of the attempt
   3     serialized return value
   4..8  fetch: N, token prefix, lock ms, rate-limit max, rate-limit window ms (as in
         move_to_active; N = 0 fetches nothing)
+BATCH: 8
 
-Returns: {status, now, rate_limit_ttl_ms, next_due_ms, 0, refused, quarantined, id,
-  envelope, record, ...}
+Returns: for one group, {status, now, rate_limit_ttl_ms, next_due_ms, 0, refused,
+  quarantined, id, envelope, record, ...}; for several, a list of those, one per group in
+  order (each group fetches with its own token prefix).
   status: 1 completed; 0 lock lost (another worker owns the job, nothing changed);
   2 this attempt was already settled (a retried call); -1 the job no longer exists;
   3 the job's record was corrupt: it was quarantined (moved to failed); 4 (the other
@@ -32,21 +35,35 @@ Returns: {status, now, rate_limit_ttl_ms, next_due_ms, 0, refused, quarantined, 
 --@include error_history
 
 local MAX_EVENT_VALUE_BYTES = 16384
+local GROUP = 8 -- ARGV per job
 
 allow_when_full(K)
 local now = now_ms()
-local id = ARGV[1]
-local rec, status = check_lock(K, id, ARGV[2], now)
-local final -- the record as finish stored it (JSON)
-if status == 1 then
-  rec.cxr = nil
-  redis.call('HSET', K.results, id, ARGV[3])
-  archive_errors(K, id) -- the errors of its failed attempts stay, as history
-  final = finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now)
-  if #ARGV[3] <= MAX_EVENT_VALUE_BYTES then
-    emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'value', ARGV[3])
-  else -- too large to copy into the stream: readers fetch it from `results` if kept
-    emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'large', 1)
+
+local function complete(first)
+  local id, value = ARGV[first], ARGV[first + 2]
+  local rec, status = check_lock(K, id, ARGV[first + 1], now)
+  local final -- the record as finish stored it (JSON)
+  if status == 1 then
+    rec.cxr = nil
+    redis.call('HSET', K.results, id, value)
+    archive_errors(K, id) -- the errors of its failed attempts stay, as history
+    final = finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now)
+    if #value <= MAX_EVENT_VALUE_BYTES then
+      emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'value', value)
+    else -- too large to copy into the stream: readers fetch it from `results` if kept
+      emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'large', 1)
+    end
   end
+  return settle_reply(K, status, 0, final or rec, now, ARGV, first + 3)
 end
-return settle_reply(K, status, 0, final or rec, now, ARGV, 4)
+
+if #ARGV == GROUP then
+  return complete(1)
+end
+local replies = {}
+for first = 1, #ARGV, GROUP do
+  QUARANTINED = {} -- each group's reply lists the jobs its own fetch quarantined
+  replies[#replies + 1] = complete(first)
+end
+return replies

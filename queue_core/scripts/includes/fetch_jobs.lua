@@ -34,7 +34,9 @@ end
 local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, limit_ms)
   -- The earliest delayed job, read once: it is read again at the end only if this call
   -- may have changed `delayed` (promoted, quarantined, or made a scheduler's next run).
-  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  -- Constant arguments are written as strings here and on other hot paths: Redis 7.0
+  -- turns a Lua number into a command argument with printf("%.17g"), ~0.2 us apiece.
+  local first = redis.call('ZRANGE', K.delayed, '0', '0', 'WITHSCORES')
   local delayed_changed = false
   if first[2] and tonumber(first[2]) <= now then
     promote_delayed(K, now)
@@ -125,7 +127,7 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
   end
 
   if delayed_changed then
-    first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+    first = redis.call('ZRANGE', K.delayed, '0', '0', 'WITHSCORES')
   end
   if first[2] then
     out[3] = tonumber(first[2])

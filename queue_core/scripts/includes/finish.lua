@@ -59,7 +59,7 @@ end
 -- then keep the newest `count` (-1: no limit), each with its slack (see above).
 local function trim_finished(K, set_key, count, age_ms, now)
   if age_ms and age_ms >= 0 then
-    local oldest = redis.call('ZRANGE', set_key, 0, 0, 'WITHSCORES')
+    local oldest = redis.call('ZRANGE', set_key, '0', '0', 'WITHSCORES')
     if oldest[2] and tonumber(oldest[2]) <= now - age_ms - age_slack(age_ms) then
       remove_jobs(K, set_key,
         redis.call('ZRANGEBYSCORE', set_key, '-inf', now - age_ms, 'LIMIT', 0, TRIM_MAX))

@@ -26,5 +26,5 @@ end
 
 -- Wake one idle worker: it pops this member with BZPOPMIN and then fetches.
 local function wake_worker(K)
-  redis.call('ZADD', K.marker, 0, '0')
+  redis.call('ZADD', K.marker, '0', '0')
 end
