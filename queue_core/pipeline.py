@@ -53,7 +53,7 @@ class SharedCall:
 
     group: Hashable
     args: Sequence[Any]
-    pack: Callable[[list[Any]], bytes]
+    pack: Callable[[Sequence[Any]], bytes]
 
 
 class CommandPipeline:
@@ -261,6 +261,9 @@ def _merge(
     """The commands to write: shared calls of one group become one command, in the place of
     the first of them (calls of different groups or jobs do not depend on each other's
     order; each group keeps its own)."""
+    if len(batch) == 1:  # the common case of a quiet worker: nothing to share
+        command, future = batch[0]
+        return [(command if isinstance(command, bytes) else command.pack(command.args), future)]
     slots: list[tuple[bytes, asyncio.Future[Any]] | list[tuple[SharedCall, asyncio.Future[Any]]]]
     slots = []
     groups: dict[Hashable, list[tuple[SharedCall, asyncio.Future[Any]]]] = {}
@@ -284,7 +287,7 @@ def _merge(
             for part in (slot[:half], slot[half:]):
                 if len(part) < 2:
                     for call, future in part:
-                        merged.append((call.pack(list(call.args)), future))
+                        merged.append((call.pack(call.args), future))
                     continue
                 together = asyncio.get_running_loop().create_future()
                 together.add_done_callback(partial(_share_out, [future for _, future in part]))
