@@ -184,3 +184,29 @@ async def test_rate_limit_on_redis_62(queue62: Queue, redis62: str) -> None:
     for first, third in zip(started, started[2:], strict=False):
         assert third - first >= timedelta(milliseconds=490), started
     assert started[-1] - started[0] >= timedelta(milliseconds=980)
+
+
+async def test_shared_settles_on_redis_62(queue62: Queue, redis62: str) -> None:
+    """Completions that leave together share a move_to_completed call by EVALSHA too."""
+    client = redis.asyncio.Redis.from_url(redis62)
+    try:
+        jobs = 200
+        for n in range(jobs):
+            await queue62.add("double", n)
+        before = await client.info("commandstats")
+
+        async def double(job: Job) -> int:
+            return int(job.data) * 2
+
+        async with Worker(queue62.name, double, redis=redis62, concurrency=20, drain_delay=1):
+            await wait_counts(queue62, completed=jobs, timeout=20)
+        after = await client.info("commandstats")
+        results = await client.hgetall(queue62.keys["results"])
+    finally:
+        await client.aclose()
+    assert sorted(int(v) for v in results.values()) == [2 * n for n in range(jobs)]
+    calls = int(after["cmdstat_evalsha"]["calls"]) - int(
+        before.get("cmdstat_evalsha", {}).get("calls", 0)
+    )
+    assert "cmdstat_fcall" not in after  # 6.2 has no functions
+    assert calls < jobs, calls  # the worker's fetches and settles: fewer calls than jobs
