@@ -318,8 +318,8 @@ def test_profile_worker_shows_where_the_time_goes() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "3,000 no-op jobs, concurrency 10" in out and "us/job" in out
-    # One script call per job, settle and fetch in one (a function: Redis 7 here).
-    # One settle call per job at most: completions of one write may share a call.
+    # At most one script call per job, settle and fetch in one (a function: Redis 7
+    # here); completions that leave in one write may share a call.
     fcalls = re.search(r"fcall: (\d+\.\d\d) calls", out)
     assert fcalls is not None and 0.2 <= float(fcalls.group(1)) <= 1.0, out
     frames = out.split("busy samples:", 1)[1].strip().splitlines()

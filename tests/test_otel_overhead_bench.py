@@ -105,3 +105,20 @@ def test_comparing_with_something_else_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "is not a checkout of this project" in result.stderr
+
+
+def test_sampled_out_bench_prints_both_paths() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sampled_out", "--jobs", "200", "--rounds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.strip().split("  ")[0]: line for line in done.stdout.splitlines()}
+    for label in ("queue_otel's tracing hook", "the SDK's least, same span"):
+        figure = float(lines[label].split()[-4])
+        assert 0 < figure < 1000, lines[label]  # microseconds per attempt
+    assert "reproduce: python -m bench.sampled_out --jobs 200 --rounds 2" in done.stdout
