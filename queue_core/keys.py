@@ -75,8 +75,8 @@ class QueueKeys:
     def __getitem__(self, name: str) -> str:
         return self._keys[name]
 
-    def select(self, names: tuple[str, ...]) -> list[str]:
-        return [self._keys[name] for name in names]
+    def select(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple([self._keys[name] for name in names])
 
     def all(self) -> list[str]:
         return list(self._keys.values())

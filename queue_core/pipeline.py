@@ -284,24 +284,25 @@ def _merge(
             merged.append(slot)
         else:
             half = (len(slot) + 1) // 2
-            for part in (slot[:half], slot[half:]):
-                if len(part) < 2:
-                    for call, future in part:
-                        merged.append((call.pack(call.args), future))
-                    continue
-                together = asyncio.get_running_loop().create_future()
-                together.add_done_callback(partial(_share_out, [future for _, future in part]))
-                args = [arg for call, _ in part for arg in call.args]
-                merged.append((part[0][0].pack(args), together))
+            merged += _shared_command(slot[:half]) + _shared_command(slot[half:])
     return merged
 
 
+def _shared_command(
+    part: list[tuple[SharedCall, asyncio.Future[Any]]],
+) -> list[tuple[bytes, asyncio.Future[Any]]]:
+    """One command for ``part``'s calls (none for no calls; a plain one for a lone call)."""
+    if len(part) < 2:
+        return [(call.pack(call.args), future) for call, future in part]
+    together = asyncio.get_running_loop().create_future()
+    together.add_done_callback(partial(_share_out, [future for _, future in part]))
+    return [(part[0][0].pack([arg for call, _ in part for arg in call.args]), together)]
+
+
 def _share_out(futures: list[asyncio.Future[Any]], together: asyncio.Future[Any]) -> None:
-    """Hand each caller its part of a shared command's reply (or its error)."""
-    if together.cancelled():
-        error: BaseException | None = asyncio.CancelledError()
-    else:
-        error = together.exception()
+    """Hand each caller its part of a shared command's reply (or its error). The command's
+    own future is never cancelled: a broken connection or a deadline sets an error on it."""
+    error = together.exception()
     replies = together.result() if error is None else None
     if error is None and (not isinstance(replies, list) or len(replies) != len(futures)):
         error = ResponseError(f"a shared call expected {len(futures)} replies: {replies!r}")

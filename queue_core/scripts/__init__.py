@@ -190,12 +190,12 @@ _FUNCTIONS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 _RETRIES: Final = 2  # a call refused for a missing script or function, reloaded and retried
 
 
-def _key_args(script: LuaScript, keys: QueueKeys) -> list[str]:
+def _key_args(script: LuaScript, keys: QueueKeys) -> tuple[str, ...]:
     return keys.select(script.keys)
 
 
 def _command(
-    client: Any, script: LuaScript, key_args: list[str], args: Sequence[Any]
+    client: Any, script: LuaScript, key_args: tuple[str, ...], args: Sequence[Any]
 ) -> tuple[Any, ...]:
     if client in _FUNCTIONS:
         return ("FCALL", _function(script.name), len(key_args), *key_args, *args)
@@ -203,15 +203,15 @@ def _command(
 
 
 def _pack_command(
-    client: Any, script: LuaScript, key_args: list[str], args: Sequence[Any]
+    client: Any, script: LuaScript, key_args: tuple[str, ...], args: Sequence[Any]
 ) -> bytes:
     """The call packed by hiredis. Its head (the verb, the function or SHA, the keys) is the
     same at every call of a script on a queue: packed once, only the arguments are packed
     each time (the head is most of a settle's command: 26 of its 34 parts)."""
     if client in _FUNCTIONS:
-        head, parts = _packed_head("FCALL", _function(script.name), tuple(key_args))
+        head, parts = _packed_head("FCALL", _function(script.name), key_args)
     else:
-        head, parts = _packed_head("EVALSHA", script.sha, tuple(key_args))
+        head, parts = _packed_head("EVALSHA", script.sha, key_args)
     tail = _pack(tuple(args))
     return b"*%d\r\n%b%b" % (parts + len(args), head, tail[tail.index(b"\n") + 1 :])
 
@@ -284,7 +284,7 @@ async def run_script(
 
 
 async def _run_direct(
-    client: AsyncRedis, script: LuaScript, key_args: list[str], args: Sequence[Any]
+    client: AsyncRedis, script: LuaScript, key_args: tuple[str, ...], args: Sequence[Any]
 ) -> Any:
     """The hot path: the command is packed by hiredis (C) and sent on a pooled connection,
     without redis-py's per-command layers (argument encoding in Python, retry and
