@@ -60,20 +60,39 @@ class _TimedManager:
 
 class HookClock:
     """Wraps the methods each hook overrides, on the hook object itself (the registry
-    binds them per instance), and adds up the CPU they spend, per hook class."""
+    binds them per instance), and adds up the CPU they spend, per hook class.
+
+    ``close()`` (or leaving the ``with`` block) takes the wrappers off again. It must
+    run before the same hook object is clocked again: queue_otel keeps one metrics hook
+    per meter across instrument() calls, and wrappers left on it would nest, each layer
+    counting the CPU of those inside it (a hook's cost counted once per earlier round).
+    A hook that is still wrapped is refused rather than counted twice."""
 
     def __init__(self, hooks: list[Hook]) -> None:
         self.spent: Counter[str] = Counter()
+        self._wrapped: list[tuple[Hook, str]] = []
         for hook in hooks:
-            for name in dir(Hook):
-                if not name.startswith(("around_", "on_")):
-                    continue
-                if getattr(type(hook), name) is getattr(Hook, name):
-                    continue  # not overridden: the registry skips it, and so do we
+            if any(vars(hook).get(name) is not None for name in _clocked_names(hook)):
+                self.close()
+                raise RuntimeError(f"{type(hook).__name__} is clocked already: close() first")
+            for name in _clocked_names(hook):
                 method = getattr(hook, name)
                 key = type(hook).__name__
                 wrap = self._around if name in _AROUND else self._notification
                 setattr(hook, name, wrap(method, key))
+                self._wrapped.append((hook, name))
+
+    def close(self) -> None:
+        """Take the wrappers off: each hook's methods are its class's again."""
+        for hook, name in self._wrapped:
+            delattr(hook, name)
+        self._wrapped = []
+
+    def __enter__(self) -> HookClock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _around(self, factory: Callable[[Any], Any], key: str) -> Callable[[Any], Any]:
         spent = self.spent
@@ -103,6 +122,16 @@ class HookClock:
         taken = dict(self.spent)
         self.spent.clear()
         return taken
+
+
+def _clocked_names(hook: Hook) -> list[str]:
+    """The hook methods ``hook``'s class overrides (the registry skips the others)."""
+    own = type(hook)
+    return [
+        name
+        for name in dir(Hook)
+        if name.startswith(("around_", "on_")) and getattr(own, name) is not getattr(Hook, name)
+    ]
 
 
 class ExportThreads:

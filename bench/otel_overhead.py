@@ -282,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     result = asyncio.run(one_round(redis.url, jobs, args.concurrency, work, clocks))
                 finally:
+                    if clocks is not None:
+                        clocks[0].close()  # the metrics hook is the same object next round
                     if instrumentor is not None:
                         instrumentor.uninstrument()
                 runs[f"{mode}/{work:g}ms"].append(result)

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from bench.cpu_attribution import ExportThreads, HookClock
 from queue_core import EnqueueEvent, Hook, JobEvent, Queue, register_hook, unregister_hook
 
@@ -48,6 +50,28 @@ async def test_hook_clock_counts_the_cpu_spent_in_hooks(redis_url: str) -> None:
     spent = clock.take()
     assert 5 * 0.004e9 <= spent["Busy"] < 5 * 0.004e9 * 3
     assert clock.take() == {}  # taken: counting starts again
+
+
+async def test_a_hook_clocked_again_is_counted_once(redis_url: str) -> None:
+    # queue_otel keeps its metrics hook across instrument() calls, so the overhead bench
+    # clocks the same hook object round after round: each round must count it once.
+    hook = Busy()
+    register_hook(hook)
+    try:
+        rounds = []
+        for _ in range(3):
+            with HookClock([hook]) as clock:
+                with pytest.raises(RuntimeError, match="clocked already"):
+                    HookClock([hook])
+                async with Queue("clocked-again", redis=redis_url) as queue:
+                    for i in range(5):
+                        await queue.add("x", i)
+                rounds.append(clock.take()["Busy"])
+            assert "around_enqueue" not in vars(hook)  # the class's own method again
+    finally:
+        unregister_hook(hook)
+    for spent in rounds:
+        assert 5 * 0.004e9 <= spent < 5 * 0.004e9 * 1.5, rounds
 
 
 def test_export_threads_are_read_by_name() -> None:
