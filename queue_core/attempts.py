@@ -50,6 +50,7 @@ from queue_core.options import to_ms, to_seconds
 from queue_core.process_pool import ProcessPool
 from queue_core.retry import BackoffStrategy, retry_delay
 from queue_core.scripts import load_script
+from queue_core.task_cancels import TaskCancels
 from queue_core.threads import DaemonThreadPool
 from queue_core.worker_context import WorkerContext
 
@@ -88,9 +89,10 @@ class JobRunner:
         self.settle_errors = ctx.supervisor("settle")
         # Set by the Fetcher: hold fetching for ms (manual: True for RateLimitError).
         self.on_hold: Callable[[int, bool], Awaitable[None]] | None = None
-        # Slots running an async (or process-pool) processor now, and those cancel() cancelled.
+        # Slots running an async (or process-pool) processor now, and those cancel() cancelled
+        # (again at a lock renewal if the task is still in its processor by then).
         self._in_processor: dict[str, asyncio.Task[Any] | None] = {}
-        self._cancelling: dict[str, asyncio.Task[Any]] = {}
+        self._cancelling = TaskCancels(ctx.fetch_settings.lock_ms / 2000)
         self._cancelled_early: set[str] = set()  # held jobs cancelled before they started
         # Requests for jobs not held here, by when they came: a fetch's reply may still be
         # on its way (the job is active in Redis and the request was published after it).
@@ -129,7 +131,9 @@ class JobRunner:
         """queue.cancel() asked to stop ``job_id`` (heard by the CancelListener, or again
         by the LockRenewer): if it runs here, set ``job.cancelled`` and cancel an async
         processor's task; if it was fetched here and has not started, it ends as cancelled
-        without running. Jobs running elsewhere, and repeated requests, are ignored."""
+        without running. Jobs running elsewhere are ignored, and so is a repeated request,
+        unless the task is still in its processor a lock renewal after the last
+        cancellation: the processor lost it, and it is cancelled again (task_cancels.py)."""
         job = self.ctx.running.get(job_id)
         if job is None:
             if job_id in self.ctx.held:  # fetched, not started yet (or between two jobs)
@@ -139,13 +143,14 @@ class JobRunner:
                 self._remember_unclaimed(job_id)
             return
         if job.cancelled.is_set():
+            if self._cancelling.again(job_id):  # its processor lost the first one
+                _log.warning("job_cancel_repeated", job_id=job_id, queue=self.ctx.name)
             return
         _log.info("job_cancel_requested", job_id=job_id, queue=self.ctx.name)
         job.cancelled.set()
         task = self._in_processor.pop(job_id, None)
         if task is not None:
-            self._cancelling[job_id] = task
-            task.cancel()
+            self._cancelling.deliver(job_id, task)
 
     def _remember_unclaimed(self, job_id: str) -> None:
         now = time.monotonic()
@@ -170,8 +175,7 @@ class JobRunner:
     def _stopped_by_cancel(self, job: Job) -> bool:
         """True when cancel() stopped this attempt, undoing its task.cancel(); False if
         the task is being cancelled for another reason too (a forced shutdown wins)."""
-        task = self._cancelling.pop(job.id, None)
-        if task is not None and task.uncancel() > 0:
+        if not self._cancelling.undo(job.id):
             return False
         return job.cancelled.is_set()
 

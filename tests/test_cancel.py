@@ -306,6 +306,72 @@ async def test_an_async_processor_that_swallows_the_cancellation_still_ends_canc
     assert_cancelled(cancelled, "cancelled")
 
 
+async def test_a_cancellation_the_processor_lost_is_delivered_again_at_a_lock_renewal(
+    queue: Queue, raw: redis.asyncio.Redis, make_worker: Callable[..., Worker]
+) -> None:
+    # redis-py's asyncio client can swallow a task's cancellation that lands mid-command
+    # (redis/redis-py#2028): the processor then runs on as if nothing had been asked.
+    # Here it swallows the first one outright, then sleeps for a minute.
+    started = asyncio.Event()
+    cancels: list[float] = []
+
+    async def process(job: Job) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancels.append(time.monotonic())  # lost, as inside a redis-py command
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancels.append(time.monotonic())
+            raise
+        return "ran to its end"
+
+    outcomes = Outcomes()
+    async with make_worker(process, hooks=[outcomes], lock_duration=1.0):  # renewed every 0.5 s
+        await wait_subscribed(raw, queue)
+        job = await queue.add("x", attempts=3)
+        await asyncio.wait_for(started.wait(), 10)
+        assert await queue.cancel(job.id, "stop now") == "cancelling"
+        cancelled = await wait_state(queue, job.id, JobState.FAILED, timeout=10.0)
+    assert len(cancels) == 2
+    again_after = cancels[1] - cancels[0]
+    print(f"cancellation delivered again {again_after:.2f} s after the first")
+    assert 0.4 <= again_after < 5.0  # not before a renewal interval (0.5 s), at a renewal after
+    assert_cancelled(cancelled, "stop now")
+    assert cancelled.attempts_started == 1  # never retried
+    assert outcomes.outcomes == [(job.id, "cancelled", "JobCancelledError")]
+
+
+async def test_a_processor_still_cleaning_up_is_not_cancelled_again_before_an_interval(
+    queue: Queue, raw: redis.asyncio.Redis, make_worker: Callable[..., Worker]
+) -> None:
+    # A processor that catches the cancellation on purpose and cleans up for a moment:
+    # a renewal during the cleanup (one every 0.5 s here; the request is reported at
+    # each) must not cut it short, as it would without the interval.
+    started = asyncio.Event()
+    cleaned: list[str] = []
+
+    async def process(job: Job) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)  # shorter than the interval
+            cleaned.append(job.id)
+            raise
+
+    async with make_worker(process, lock_duration=1.0):
+        await wait_subscribed(raw, queue)
+        job = await queue.add("x")
+        await asyncio.wait_for(started.wait(), 10)
+        assert await queue.cancel(job.id) == "cancelling"
+        cancelled = await wait_state(queue, job.id, JobState.FAILED)
+    assert cleaned == [job.id]
+    assert_cancelled(cancelled, "cancelled")
+
+
 async def test_only_the_cancelled_job_stops(
     queue: Queue, raw: redis.asyncio.Redis, make_worker: Callable[..., Worker]
 ) -> None:
