@@ -146,3 +146,20 @@ def test_sampled_out_bench_prints_both_paths() -> None:
         figure = float(lines[label].split()[-4])
         assert 0 < figure < 1000, lines[label]  # microseconds per attempt
     assert "reproduce: python -m bench.sampled_out --jobs 200 --rounds 2" in done.stdout
+
+
+def test_hook_gap_bench_prints_both_paths_per_gap(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import hook_gap  # noqa: PLC0415 - instruments this process while it runs
+
+    assert hook_gap.main(["--jobs", "60", "--rounds", "1", "--gaps", "0,1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if " ms | " in line]
+    assert [row[1].strip() for row in rows] == ["0 ms", "1 ms"]
+    for row in rows:
+        ours, sdk = float(row[2]), float(row[4])
+        assert 0 < ours < 10_000 and 0 < sdk < 10_000, row  # microseconds per attempt
+    assert rows[0][3].strip() == "1.00x" and rows[0][5].strip() == "1.00x"
+    assert "reproduce: python -m bench.hook_gap --jobs 60 --rounds 1 --gaps 0,1" in out
+    from queue_core.hooks import GLOBAL_HOOKS  # noqa: PLC0415
+
+    assert GLOBAL_HOOKS.all() == []  # uninstrumented again
