@@ -72,6 +72,12 @@ def test_the_shipped_scripts_get_the_flags_their_role_needs() -> None:
     for reading in ("get_job", "get_jobs", "get_counts", "get_stats", "job_status"):
         assert flags[reading] == ("no-writes",), reading
     assert flags["add"] == () and flags["add_flow"] == ()  # a full Redis refuses new jobs
+    # A script's guard write (allow_when_full) is the flag's job in a function: no function
+    # calls it, every script still does.
+    guarded = [name for name in SCRIPT_NAMES if "\nallow_when_full(K)" in load_script(name).source]
+    assert "move_to_completed" in guarded and "move_to_active" in guarded
+    assert all(flags[name] == ("allow-oom",) for name in guarded)
+    assert "\nallow_when_full(K)" not in code
 
 
 # What Redis gives a script or function by name; anything else it reads is undefined.

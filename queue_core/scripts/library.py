@@ -19,6 +19,8 @@ Two things differ from a script and are handled here:
   the flags that keep a script's behaviour: ``no-writes`` when it calls no write command,
   ``allow-oom`` when it calls ``allow_when_full`` (its first write never grows memory, by
   design) or when every write it makes is one Redis runs even when full (a deletion).
+  The flag does what that first write does for a script, so a function skips the call:
+  one command less per call of every worker's settle and fetch.
 
 The library's name carries a hash of its code, so versions of queue_core sharing a Redis
 load side by side and a function name always means the code it was loaded with.
@@ -64,6 +66,7 @@ _CALL: Final = re.compile(r"redis\.p?call\(\s*([^,)]*)")
 _LITERAL: Final = re.compile(r"^'([A-Za-z]+)'$")
 _PER_CALL: Final = re.compile(r"^local (\w+) = (.+?)\s*--@per-call\s*$", re.MULTILINE)
 _ALLOW_WHEN_FULL: Final = re.compile(r"^allow_when_full\(K\)", re.MULTILINE)
+_ALLOW_WHEN_FULL_LINE: Final = re.compile(r"^allow_when_full\(K\)[^\n]*$", re.MULTILINE)
 _TOP_LOCAL: Final = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
 
 
@@ -120,14 +123,19 @@ def build(scripts: Sequence[ScriptParts]) -> Library:
     if repeated:
         raise LibraryError(f"includes define the same names at top level: {repeated}")
     resets = "".join(f"  {name} = {value}\n" for name, value in _PER_CALL.findall(includes))
-    functions = [
-        (
-            script.name,
-            f"function(KEYS, ARGV)\n{resets}{script.prelude}{script.body}\nend",
-            ", ".join(f"'{flag}'" for flag in flags_for(script.name, script.source)),
+    functions = []
+    for script in scripts:
+        flags = flags_for(script.name, script.source)
+        body = script.body
+        if "allow-oom" in flags:  # the flag lets every write through: no guard write needed
+            body = _ALLOW_WHEN_FULL_LINE.sub("-- allow_when_full: the allow-oom flag", body)
+        functions.append(
+            (
+                script.name,
+                f"function(KEYS, ARGV)\n{resets}{script.prelude}{body}\nend",
+                ", ".join(f"'{flag}'" for flag in flags),
+            )
         )
-        for script in scripts
-    ]
     digest = hashlib.sha1(repr((includes, functions)).encode()).hexdigest()[:16]  # noqa: S324
     library = Library(f"qc_{digest}", "")
     registrations = "".join(
