@@ -42,13 +42,13 @@ local now = now_ms()
 
 local function complete(first)
   local id, value = ARGV[first], ARGV[first + 2]
-  local rec, status = check_lock(K, id, ARGV[first + 1], now)
+  local rec, status = check_lock(K, id, ARGV[first + 1], now, true) -- 1: out of active
   local final -- the record as finish stored it (JSON)
   if status == 1 then
     rec.cxr = nil
     redis.call('HSET', K.results, id, value)
     archive_errors(K, id) -- the errors of its failed attempts stay, as history
-    final = finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now)
+    final = finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now, true)
     if #value <= MAX_EVENT_VALUE_BYTES then
       emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'value', value)
     else -- too large to copy into the stream: readers fetch it from `results` if kept

@@ -89,8 +89,11 @@ end
 -- Finish an attempt for good: the job enters `set_key` (completed or failed) or is
 -- removed at once when its policy keeps none, then the set is trimmed. `rec` is left as
 -- the job's final record; returns it encoded, so that the reply need not encode it again.
-local function finish(K, id, rec, set_key, count, age_ms, now)
-  redis.call('ZREM', K.active, id)
+-- `taken`: the job has left `active` already (check_lock's `take`).
+local function finish(K, id, rec, set_key, count, age_ms, now, taken)
+  if not taken then
+    redis.call('ZREM', K.active, id)
+  end
   release_dedup(K, id, rec, false)
   rec.atm = (rec.atm or 0) + 1
   rec.fon = now

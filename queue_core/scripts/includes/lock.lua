@@ -4,7 +4,10 @@
 -- job (or stalled recovery took it); the record as stored and 2 when this very attempt
 -- was already settled (a retried call whose first reply was lost); nil and -1 when the job
 -- no longer exists; nil and 3 when its record was corrupt: the job was quarantined.
-local function check_lock(K, id, token, now)
+-- With `take`, a job whose lock holds leaves `active` here (status 1), one command where
+-- checking that it is still there would be another: the caller then finishes it at once
+-- (finish's `taken`).
+local function check_lock(K, id, token, now, take)
   local rec, reason, version = read_record(K, id)
   if version then
     return nil, 0 -- a newer queue_core's job: never this worker's
@@ -18,6 +21,9 @@ local function check_lock(K, id, token, now)
   end
   if rec.tok ~= token then
     return nil, 0
+  end
+  if take then
+    return rec, redis.call('ZREM', K.active, id) == 1 and 1 or 2
   end
   if not redis.call('ZSCORE', K.active, id) then
     return rec, 2
