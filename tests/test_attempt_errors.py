@@ -154,6 +154,30 @@ async def test_an_operator_retry_and_a_completion_keep_the_history(
     ]
 
 
+async def test_a_job_that_completes_on_a_retry_keeps_its_failures_as_history_only(
+    queue: Queue, make_worker: Callable[..., Worker], raw: redis.asyncio.Redis
+) -> None:
+    # A completion archives the current error only when the attempt is not the first
+    # (move_to_completed.lua): here the second attempt completes, after one failure.
+    runs: list[int] = []
+
+    async def second_time_lucky(job: Job) -> str:
+        runs.append(job.attempt)
+        if len(runs) == 1:
+            raise FirstError("run 1 failed")
+        return "done"
+
+    job = await queue.add("flaky", attempts=3)
+    async with make_worker(second_time_lucky):
+        await wait_counts(queue, completed=1)
+    done = await fetched_job(queue, job.id)
+    assert runs == [1, 2]
+    assert summary(done) == [(1, "FirstError", "run 1 failed")]
+    assert (done.failed_reason, done.error_type, done.stacktrace) == (None, None, None)
+    stored = orjson.loads(await raw.hget(queue.keys["errors"], job.id))
+    assert set(stored) == {"prev"}  # history only: no current error
+
+
 async def test_a_job_that_never_failed_has_no_errors(
     queue: Queue, make_worker: Callable[..., Worker], raw: redis.asyncio.Redis
 ) -> None:
