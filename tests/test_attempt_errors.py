@@ -157,8 +157,8 @@ async def test_an_operator_retry_and_a_completion_keep_the_history(
 async def test_a_job_that_completes_on_a_retry_keeps_its_failures_as_history_only(
     queue: Queue, make_worker: Callable[..., Worker], raw: redis.asyncio.Redis
 ) -> None:
-    # A completion archives the current error only when the attempt is not the first
-    # (move_to_completed.lua): here the second attempt completes, after one failure.
+    # A completion moves the current error into the history (move_to_completed.lua):
+    # here the second attempt completes, after one failure.
     runs: list[int] = []
 
     async def second_time_lucky(job: Job) -> str:

@@ -47,13 +47,7 @@ local function complete(first)
   if status == 1 then
     rec.cxr = nil
     redis.call('HSET', K.results, id, value)
-    -- The errors of its failed attempts stay, as history. A first attempt has none to
-    -- archive: every failure that a later attempt can follow (a retry, a stall) requeues
-    -- the job, whose next attempt then counts 2 or more, and an operator's retry archives
-    -- the errors itself as it restarts the count (retry_finished).
-    if rec.ats ~= 1 then
-      archive_errors(K, id)
-    end
+    archive_errors(K, id) -- the errors of its failed attempts stay, as history
     final = finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now, true)
     if #value <= MAX_EVENT_VALUE_BYTES then
       emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'value', value)
