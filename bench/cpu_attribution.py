@@ -72,10 +72,11 @@ class HookClock:
         self.spent: Counter[str] = Counter()
         self._wrapped: list[tuple[Hook, str]] = []
         for hook in hooks:
-            if any(vars(hook).get(name) is not None for name in _clocked_names(hook)):
+            names = _clocked_names(hook)
+            if any(vars(hook).get(name) is not None for name in names):
                 self.close()
                 raise RuntimeError(f"{type(hook).__name__} is clocked already: close() first")
-            for name in _clocked_names(hook):
+            for name in names:
                 method = getattr(hook, name)
                 key = type(hook).__name__
                 wrap = self._around if name in _AROUND else self._notification

@@ -65,8 +65,7 @@ _REFUSED_WHEN_FULL: Final = frozenset(
 _CALL: Final = re.compile(r"redis\.p?call\(\s*([^,)]*)")
 _LITERAL: Final = re.compile(r"^'([A-Za-z]+)'$")
 _PER_CALL: Final = re.compile(r"^local (\w+) = (.+?)\s*--@per-call\s*$", re.MULTILINE)
-_ALLOW_WHEN_FULL: Final = re.compile(r"^allow_when_full\(K\)", re.MULTILINE)
-_ALLOW_WHEN_FULL_LINE: Final = re.compile(r"^allow_when_full\(K\)[^\n]*$", re.MULTILINE)
+_ALLOW_WHEN_FULL: Final = re.compile(r"^allow_when_full\(K\)[^\n]*$", re.MULTILINE)
 _TOP_LOCAL: Final = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
 
 
@@ -128,7 +127,7 @@ def build(scripts: Sequence[ScriptParts]) -> Library:
         flags = flags_for(script.name, script.source)
         body = script.body
         if "allow-oom" in flags:  # the flag lets every write through: no guard write needed
-            body = _ALLOW_WHEN_FULL_LINE.sub("-- allow_when_full: the allow-oom flag", body)
+            body = _ALLOW_WHEN_FULL.sub("-- allow_when_full: the allow-oom flag", body)
         functions.append(
             (
                 script.name,
