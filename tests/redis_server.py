@@ -8,6 +8,7 @@ gracefully, kill it with SIGKILL, and start it again on the same port with the s
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,18 +31,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands to outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    """A free port whose cluster bus port (port + 10000) is valid and free too.
+
+    Both are taken below the kernel's ephemeral range where it leaves room: a port in that
+    range can be taken by any outgoing connection (another node's bus link, a client)
+    between this check and the node's bind, which once failed a CI run.
+    """
+    highest = _ephemeral_floor() - 10001
     for _ in range(1000):
-        port = free_port()
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
+        port = random.randint(10000, highest) if highest >= 10000 else free_port()
+        if port + 10000 <= 65535 and _bindable(port) and _bindable(port + 10000):
+            return port
     raise RuntimeError("no usable port for a cluster node")
 
 
@@ -163,8 +181,8 @@ class RedisCluster:
         self.down_until: float | None = None
 
     def start(self) -> RedisCluster:
-        for node in self.nodes:
-            node.start()
+        for index in range(len(self.nodes)):
+            self._start_node(index)
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         replicas = ["--cluster-replicas", str(self.replicas)] if self.replicas else []
         subprocess.run(
@@ -186,6 +204,24 @@ class RedisCluster:
         if self.replicas:
             self._wait_replicas_attached(deadline)
         return self
+
+    def _start_node(self, index: int, tries: int = 5) -> None:
+        """Start node ``index``; before the cluster is formed, a port taken meanwhile is
+        swapped for another one."""
+        for attempt in range(tries):
+            node = self.nodes[index]
+            try:
+                node.start()
+                return
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == tries - 1:
+                    raise
+            taken = {n.port for n in self.nodes}
+            port = cluster_port()
+            while port in taken:
+                port = cluster_port()
+            node.cleanup()
+            self.nodes[index] = RedisServer(extra=node.extra, port=port)
 
     def _wait_replicas_attached(self, deadline: float) -> None:
         """Every master has its replicas in CLUSTER SLOTS, each with its link up.
