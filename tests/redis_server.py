@@ -55,7 +55,9 @@ def cluster_port() -> int:
     range can be taken by any outgoing connection (another node's bus link, a client)
     between this check and the node's bind, which once failed a CI run.
     """
-    highest = _ephemeral_floor() - 10001
+    # Ports below 20000 and bus ports from 20000 up: one node's port is never another's
+    # bus port.
+    highest = min(19999, _ephemeral_floor() - 10001)
     for _ in range(1000):
         port = random.randint(10000, highest) if highest >= 10000 else free_port()
         if port + 10000 <= 65535 and _bindable(port) and _bindable(port + 10000):
