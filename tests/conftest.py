@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -13,7 +14,18 @@ import redis
 import redis.asyncio
 
 from queue_core import Queue, Worker
+from tests.processes import STARTED, kill_left_since
 from tests.redis_server import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    """A subprocess a test (or its function-scoped fixtures) started is gone after it."""
+    mark = len(STARTED)
+    yield
+    left = kill_left_since(mark)
+    if left:  # shown with the test's report when it failed
+        print(f"killed subprocesses the test left running: {left}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class Process:
     """A subprocess started from the repository root, its output in ``<tag>.out/.err``.
-    It starts at once unless ``start=False`` (then ``start()`` starts it)."""
+    It starts at once unless ``start=False`` (then ``start()`` starts it). Every one
+    started is listed in ``STARTED``, for ``kill_left_since``."""
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class Process:
                 stderr=err,
                 stdin=subprocess.DEVNULL,
             )
+        STARTED.append(self)
         return self
 
     @property
@@ -104,3 +106,19 @@ class Process:
         if self.alive():
             self.popen.kill()
             self.popen.wait(timeout=10)
+
+
+# Every Process started in this test session, in order.
+STARTED: list[Process] = []
+
+
+def kill_left_since(mark: int) -> list[str]:
+    """Kill the processes started after the first ``mark`` that still run; their tags.
+
+    A test that fails half-way can skip its own stops: a worker left running then works
+    on against the session's Redis and skews the next tests' figures."""
+    left = [process for process in STARTED[mark:] if process.alive()]
+    for process in left:
+        process.kill()
+    del STARTED[mark:]
+    return [process.tag for process in left]

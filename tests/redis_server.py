@@ -25,10 +25,33 @@ from redis.crc import key_slot
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
 
+# Every port handed out in this test session: none is handed out twice, so that a process
+# left by one test never reaches a later test's server on a reused port.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port on 127.0.0.1, not handed out before in this session.
+
+    Taken from 30000 up to the kernel's ephemeral range where it leaves room: a port in
+    that range can be taken by any outgoing connection between this check and the bind
+    (an API's port once was), or while a server is down for a restart test.
+    """
+    floor = _ephemeral_floor()
+    if floor - 30000 >= 1000:
+        for _ in range(1000):
+            port = random.randint(30000, floor - 1)
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)
+                return port
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port")
 
 
 def _ephemeral_floor() -> int:
@@ -59,8 +82,14 @@ def cluster_port() -> int:
     # bus port.
     highest = min(19999, _ephemeral_floor() - 10001)
     for _ in range(1000):
-        port = random.randint(10000, highest) if highest >= 10000 else free_port()
+        if highest >= 10000:
+            port = random.randint(10000, highest)
+            if {port, port + 10000} & _HANDED_OUT:
+                continue
+        else:
+            port = free_port()
         if port + 10000 <= 65535 and _bindable(port) and _bindable(port + 10000):
+            _HANDED_OUT.update((port, port + 10000))
             return port
     raise RuntimeError("no usable port for a cluster node")
 

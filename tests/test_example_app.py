@@ -504,5 +504,7 @@ def test_the_compose_commands_export_over_otlp(settings: Settings, tmp_path: Pat
             assert live.status_code == 200, live.text
             assert [w["queue"] for w in live.json()["workers"]] == ["emails"]
         finally:
-            for process in processes:
-                assert process.terminate() in (0, -signal.SIGTERM), process.describe()
+            # Each one is stopped before any exit status is judged.
+            exits = [(process.terminate(), process) for process in processes]
+            for code, process in exits:
+                assert code in (0, -signal.SIGTERM), process.describe()

@@ -31,6 +31,7 @@ from queue_core import (
     Worker,
 )
 from tests.conftest import wait_counts
+from tests.test_retention import finish_order_check, ok
 
 
 def socket_accepts(path: str) -> bool:
@@ -210,3 +211,13 @@ async def test_shared_settles_on_redis_62(queue62: Queue, redis62: str) -> None:
     )
     assert "cmdstat_fcall" not in after  # 6.2 has no functions
     assert calls < jobs, calls  # the worker's fetches and settles: fewer calls than jobs
+
+
+async def test_finish_order_on_redis_62(queue62: Queue, redis62: str) -> None:
+    # The finish scores' microseconds survive Redis 6.2's EVALSHA path too.
+    raw = redis.asyncio.Redis.from_url(redis62)
+    try:
+        worker = Worker(queue62.name, ok, redis=redis62, concurrency=1, drain_delay=1.0)
+        await finish_order_check(queue62, worker, raw)
+    finally:
+        await raw.aclose()

@@ -91,3 +91,24 @@ async def test_default_keeps_the_last_thousand_completed(queue: Queue) -> None:
     job = await queue.add("x")
     assert job.options.remove_on_complete == KeepJobs(count=1000)
     assert job.options.remove_on_fail == KeepJobs()
+
+
+async def finish_order_check(queue: Queue, worker: Worker, raw: redis.asyncio.Redis) -> None:
+    """Twenty no-op jobs, run one at a time (several finish in one millisecond), with ids
+    that sort the other way round as text: the completed set orders them as they
+    finished, so that "the newest N" are the last to finish, not the last ids as text."""
+    ids = [f"job-{99 - i}" for i in range(20)]
+    for job_id in ids:
+        await queue.add("x", None, job_id=job_id)
+    async with worker:
+        await wait_counts(queue, completed=20, waiting=0, active=0)
+    ranked = await raw.zrange(queue.keys["completed"], 0, -1, withscores=True)
+    assert [member.decode() for member, _ in ranked] == ids
+    scores = [score for _, score in ranked]
+    assert len(set(scores)) == len(scores)
+
+
+async def test_jobs_finished_in_the_same_millisecond_keep_their_order(
+    queue: Queue, make_worker: Callable[..., Worker], raw: redis.asyncio.Redis
+) -> None:
+    await finish_order_check(queue, make_worker(ok, concurrency=1), raw)

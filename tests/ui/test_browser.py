@@ -103,6 +103,10 @@ def login(driver: WebDriver, server: LiveServer, token: str = UI_TOKEN) -> None:
     field.send_keys(token, Keys.ENTER)
     if token == UI_TOKEN:
         waiter(driver).until(lambda d: "/login" not in d.current_url)
+    else:  # the refusal is a new page: wait for it, not for the form it replaces
+        waiter(driver).until(
+            lambda d: any("not right" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".error"))
+        )
 
 
 def click_action(driver: WebDriver, action: str) -> None:

@@ -1,3 +1,4 @@
+--@include now_ms
 --@include flow
 -- The most ids one multi-field HDEL/HMGET/ZREM takes: unpack puts them all on Lua's C
 -- stack (LUAI_MAXCSTACK, 8000 slots), so larger lists go in chunks.
@@ -86,6 +87,20 @@ local function release_dedup(K, id, rec, always)
   end
 end
 
+-- The jobs this call has put in a finished set so far.
+local FINISHED_IN_CALL = 0 --@per-call
+
+-- A finished job's score in its set: `now` (ms) and the microseconds of the clock reading
+-- it came from, plus one microsecond per job this call finished before it. Jobs finished
+-- in the same millisecond (one shared settle call, or several calls) are then ordered as
+-- they finished, and "keep the newest N" keeps those, not the ones whose ids sort last.
+-- A double holds a millisecond timestamp to a quarter of a microsecond.
+local function finish_score(now)
+  local us = (NOW_CLOCK and NOW_CLOCK[1] == now) and NOW_CLOCK[2] or 0
+  FINISHED_IN_CALL = FINISHED_IN_CALL + 1
+  return now + (us + FINISHED_IN_CALL - 1) / 1000
+end
+
 -- Finish an attempt for good: the job enters `set_key` (completed or failed) or is
 -- removed at once when its policy keeps none, then the set is trimmed. `rec` is left as
 -- the job's final record; returns it encoded, so that the reply need not encode it again.
@@ -104,7 +119,7 @@ local function finish(K, id, rec, set_key, count, age_ms, now, taken)
     return encoded
   end
   redis.call('HSET', K.state, id, encoded)
-  redis.call('ZADD', set_key, now, id)
+  redis.call('ZADD', set_key, finish_score(now), id)
   trim_finished(K, set_key, count, age_ms, now)
   return encoded
 end
