@@ -475,8 +475,9 @@ def test_report_without_instrumented_rows() -> None:
 
 
 def test_group_cpu_counts_a_process_group() -> None:
-    # A process group of its own (as the harness starts workers) that burns 0.3 s of CPU.
-    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    # A process group of its own (as the harness starts workers) that burns 0.35 s of CPU:
+    # /proc counts it in clock ticks, which can read a burn of exactly 0.3 s as 0.29.
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.35: pass\n"
     busy = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(60)"], start_new_session=True)
     try:
         deadline = time.monotonic() + 30

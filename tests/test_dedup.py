@@ -199,7 +199,10 @@ async def test_replace_debounces_rapid_adds_into_one_run_with_the_last_data(
     queue: Queue, make_worker: Callable[..., Worker]
 ) -> None:
     dedup = Dedup("search-index", replace=True)
-    jobs = [await queue.add("reindex", {"n": n}, dedup=dedup, delay=0.4) for n in range(5)]
+    jobs = []
+    for n in range(5):
+        jobs.append(await queue.add("reindex", {"n": n}, dedup=dedup, delay=0.4))
+        await asyncio.sleep(0.003)  # due times are in ms: five adds could share one
     assert {job.id for job in jobs} == {jobs[0].id}
     assert [job.deduplicated for job in jobs] == [False, True, True, True, True]
     assert [job.data for job in jobs] == [{"n": n} for n in range(5)]
