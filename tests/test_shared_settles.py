@@ -50,6 +50,33 @@ async def test_one_call_settles_several_jobs_each_on_its_own_terms(queue: Queue)
     assert counts["completed"] == 2 and counts["active"] == 2  # b, and the one fetched
 
 
+async def test_a_shared_call_trims_as_single_calls_would(
+    queue: Queue, raw: redis.asyncio.Redis
+) -> None:
+    """Its jobs' retention is checked against a size the call keeps up to date: with a
+    count of 3 (slack 10), 12 finished jobs and 3 more in one call, the second trims the
+    set to 3 and the third makes it 4: the 4 that finished last."""
+    ids = [(await queue.add("job", n, remove_on_complete=3)).id for n in range(15)]
+    for _ in range(12):
+        fetched = parse_fetch(
+            await run_script(queue.client, _FETCH, queue.keys, _fetch_args("w", 1))
+        )
+        ((job_id, _, record),) = fetched.jobs
+        args = [job_id, json.loads(record)["tok"], "null", *_fetch_args("w", 0)]
+        assert parse_settle(await run_script(queue.client, _COMPLETE, queue.keys, args)).status == 1
+    assert await raw.zcard(queue.keys["completed"]) == 12
+    fetched = parse_fetch(await run_script(queue.client, _FETCH, queue.keys, _fetch_args("w", 3)))
+    args = [
+        x for job_id, _, record in fetched.jobs
+        for x in (job_id, json.loads(record)["tok"], "null", *_fetch_args("w", 0))
+    ]  # fmt: skip
+    replies = await run_script(queue.client, _COMPLETE, queue.keys, args)
+    assert [parse_settle(r).status for r in replies] == [1, 1, 1]
+    assert await raw.zrange(queue.keys["completed"], 0, -1) == [i.encode() for i in ids[-4:]]
+    for gone in ids[:-4]:
+        assert await raw.hexists(queue.keys["state"], gone) == 0
+
+
 async def test_a_retried_shared_call_reports_the_jobs_as_settled(queue: Queue) -> None:
     """A shared call whose reply was lost is sent again: each job answers 'already
     settled' (2), as a single settle does, and nothing is settled twice."""
