@@ -24,6 +24,15 @@ def _fetch_args(prefix: str, count: int) -> list[Any]:
     return [count, prefix, 60_000, 0, 0]
 
 
+def _complete_all(fetched: Any, value: str) -> list[Any]:
+    """One shared call's arguments: every fetched job completed with ``value`` under its
+    own lock token, fetching nothing next."""
+    return [
+        x for job_id, _, record in fetched.jobs
+        for x in (job_id, json.loads(record)["tok"], value, *_fetch_args("w", 0))
+    ]  # fmt: skip
+
+
 async def test_one_call_settles_several_jobs_each_on_its_own_terms(queue: Queue) -> None:
     for n in range(4):
         await queue.add("job", n)
@@ -61,16 +70,11 @@ async def test_a_shared_call_trims_as_single_calls_would(
         fetched = parse_fetch(
             await run_script(queue.client, _FETCH, queue.keys, _fetch_args("w", 1))
         )
-        ((job_id, _, record),) = fetched.jobs
-        args = [job_id, json.loads(record)["tok"], "null", *_fetch_args("w", 0)]
+        args = _complete_all(fetched, "null")
         assert parse_settle(await run_script(queue.client, _COMPLETE, queue.keys, args)).status == 1
     assert await raw.zcard(queue.keys["completed"]) == 12
     fetched = parse_fetch(await run_script(queue.client, _FETCH, queue.keys, _fetch_args("w", 3)))
-    args = [
-        x for job_id, _, record in fetched.jobs
-        for x in (job_id, json.loads(record)["tok"], "null", *_fetch_args("w", 0))
-    ]  # fmt: skip
-    replies = await run_script(queue.client, _COMPLETE, queue.keys, args)
+    replies = await run_script(queue.client, _COMPLETE, queue.keys, _complete_all(fetched, "null"))
     assert [parse_settle(r).status for r in replies] == [1, 1, 1]
     assert await raw.zrange(queue.keys["completed"], 0, -1) == [i.encode() for i in ids[-4:]]
     for gone in ids[:-4]:
@@ -83,10 +87,7 @@ async def test_a_retried_shared_call_reports_the_jobs_as_settled(queue: Queue) -
     for n in range(2):
         await queue.add("job", n)
     fetched = parse_fetch(await run_script(queue.client, _FETCH, queue.keys, _fetch_args("w", 2)))
-    args = [
-        x for job_id, _, record in fetched.jobs
-        for x in (job_id, json.loads(record)["tok"], '"ok"', *_fetch_args("w", 0))
-    ]  # fmt: skip
+    args = _complete_all(fetched, '"ok"')
     first = await run_script(queue.client, _COMPLETE, queue.keys, args)
     again = await run_script(queue.client, _COMPLETE, queue.keys, args)
     assert [parse_settle(r).status for r in first] == [1, 1]

@@ -96,7 +96,7 @@ local FINISHED_IN_CALL = 0 --@per-call
 -- they finished, and "keep the newest N" keeps those, not the ones whose ids sort last.
 -- A double holds a millisecond timestamp to a quarter of a microsecond.
 local function finish_score(now)
-  local us = (NOW_CLOCK and NOW_CLOCK[1] == now) and NOW_CLOCK[2] or 0
+  local us = NOW_READ_MS == now and NOW_READ_US or 0
   FINISHED_IN_CALL = FINISHED_IN_CALL + 1
   return now + (us + FINISHED_IN_CALL - 1) / 1000
 end
