@@ -8,7 +8,9 @@ with a ``ReadableSpan`` copy). With the SDK's batch or simple processors ``on_st
 does nothing, so the same ``ReadableSpan`` built directly is the same span for a fraction
 of the CPU. A send span is begun as the SDK would begin it (the same sampler call, ids
 and flags) and carried meanwhile by a non-recording span with its context, so that its
-trace context goes into the job and anything started inside is its child.
+trace context goes into the job and anything started inside is its child. An attempt's
+``process`` span, which the job's code may touch, is recorded here too as long as it is
+not touched (``light_spans.py``).
 
 This reads a few of the SDK tracer's private fields (its scope, limits and processors);
 where a field is missing or the set-up is anything else (another processor, limits that
@@ -80,30 +82,36 @@ class FinishedSpans:
         status: Status,
         start_time: int,
         end_time: int,
-    ) -> bool:
-        """Hand the span to the processors; False (nothing done) when the SDK's path must
-        record it instead."""
+    ) -> ReadableSpan | None:
+        """Hand the span to the processors and return it; None (nothing done) when the
+        SDK's path must record it instead."""
         tracer = self._tracer
         if not self._plain(attributes, links):
-            return False
-        processor = tracer.span_processor
-        processor.on_end(
-            ReadableSpan(
-                name=name,
-                context=span_context,
-                parent=parent,
-                resource=tracer.resource,
-                attributes=attributes,
-                links=tuple(links),
-                kind=kind,
-                status=status,
-                start_time=start_time,
-                end_time=end_time,
-                instrumentation_info=tracer.instrumentation_info,
-                instrumentation_scope=tracer._instrumentation_scope,
-            )
+            return None
+        span = ReadableSpan(
+            name=name,
+            context=span_context,
+            parent=parent,
+            resource=tracer.resource,
+            attributes=attributes,
+            links=tuple(links),
+            kind=kind,
+            status=status,
+            start_time=start_time,
+            end_time=end_time,
+            instrumentation_info=tracer.instrumentation_info,
+            instrumentation_scope=tracer._instrumentation_scope,
         )
-        return True
+        tracer.span_processor.on_end(span)
+        return span
+
+    def new_span_id(self, attributes: Mapping[str, Any], links: Sequence[trace.Link]) -> int | None:
+        """A span id from the tracer's generator for a span that ``record`` will take
+        (as far as can be told at its start); None when the SDK's path must make it."""
+        generator = getattr(self._tracer, "id_generator", None)
+        if generator is None or not self._plain(attributes, links):
+            return None
+        return int(generator.generate_span_id())
 
     def begin(
         self, name: str, kind: trace.SpanKind, attributes: Mapping[str, Any]
@@ -149,7 +157,7 @@ class FinishedSpans:
     def finish(self, deferred: Deferred, attributes: Mapping[str, Any]) -> bool:
         """Record a deferred span that ended now, with more ``attributes``; False (nothing
         done) when the set-up changed meanwhile and the SDK's path must record it."""
-        return self.record(
+        recorded = self.record(
             deferred.name,
             deferred.span.get_span_context(),
             parent=deferred.parent,
@@ -160,6 +168,7 @@ class FinishedSpans:
             start_time=deferred.start_time,
             end_time=time.time_ns(),
         )
+        return recorded is not None
 
     def _plain(self, attributes: Mapping[str, Any], links: Sequence[trace.Link]) -> bool:
         tracer = self._tracer

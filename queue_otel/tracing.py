@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -61,6 +61,7 @@ from queue_otel.finished_spans import (
     FinishedSpans,
     sdk_span_metrics_on,
 )
+from queue_otel.light_spans import LightSpan, start_light_span
 from queue_otel.propagation import (
     JOB_HEADER,
     decode_span_context,
@@ -255,6 +256,34 @@ def _remote_parent(span_context: trace.SpanContext) -> Context:
     return trace.set_span_in_context(NonRecordingSpan(span_context), Context())
 
 
+def _sdk_span(
+    tracer: Tracer,
+    name: str,
+    ids: trace.SpanContext,
+    *,
+    parent: trace.SpanContext | None,
+    kind: SpanKind,
+    attributes: Mapping[str, Any],
+    links: Sequence[Link],
+    start_time: int | None,
+) -> trace.Span:
+    """The SDK's live span, started as its path starts one, with the trace and span id of
+    ``ids``: for a span begun without it (a deferred send, a light process span) or
+    recorded after the fact (a job span)."""
+    preset = _preset.set((ids.trace_id, ids.span_id))
+    try:
+        return tracer.start_span(
+            name,
+            context=Context() if parent is None else _remote_parent(parent),
+            kind=kind,
+            attributes=attributes,
+            links=links,
+            start_time=start_time,
+        )
+    finally:
+        _preset.reset(preset)
+
+
 class TracingHook(Hook):
     def __init__(self, tracers: Tracers, settings: Settings) -> None:
         self._tracers = tracers
@@ -363,19 +392,16 @@ class TracingHook(Hook):
         attributes = _added_attributes(job)
         if error is None and self._tracers.finished_spans(tracer).finish(deferred, attributes):
             return
-        span_context = deferred.span.get_span_context()
-        parent = Context() if deferred.parent is None else _remote_parent(deferred.parent)
-        preset = _preset.set((span_context.trace_id, span_context.span_id))
-        try:
-            span = tracer.start_span(
-                deferred.name,
-                context=parent,
-                kind=deferred.kind,
-                attributes=deferred.attributes,
-                start_time=deferred.start_time,
-            )
-        finally:
-            _preset.reset(preset)
+        span = _sdk_span(
+            tracer,
+            deferred.name,
+            deferred.span.get_span_context(),
+            parent=deferred.parent,
+            kind=deferred.kind,
+            attributes=deferred.attributes,
+            links=(),
+            start_time=deferred.start_time,
+        )
         self._end_producer_span(span, job, error)
 
     def _start_batch(
@@ -569,29 +595,42 @@ class TracingHook(Hook):
             recorded = self._tracers.by_parent(tracer, remote.trace_flags.sampled)
             if recorded is False:  # what the sampler would say, without asking it
                 return self._tracers.dropped(tracer, remote)
-        parent = Context() if remote is None else _remote_parent(remote)
         name = f"process {event.queue}"
         attributes = self._sampling_attributes(
             event.queue, event.server_address, event.server_port, "process"
         )
-        if recorded:  # known to be recorded: everything at the start, in one pass
-            span = tracer.start_span(
+        if recorded and remote is not None:  # known to be recorded: all at the start
+            attributes = {**attributes, **self._process_attributes(event)}
+            links = self._process_links(job, creation_context, job_context, new_trace)
+            # Kept out of the SDK unless the job's code touches it (light_spans.py).
+            light = start_light_span(
+                self._tracers.finished_spans(tracer),
+                partial(_sdk_span, tracer),
                 name,
-                context=parent,
+                parent=remote,
                 kind=SpanKind.CONSUMER,
-                attributes={**attributes, **self._process_attributes(event)},
-                links=self._process_links(job, creation_context, job_context, new_trace),
+                attributes=attributes,
+                links=links,
             )
-        else:
-            span = tracer.start_span(
-                name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+            if light is not None:
+                return light
+            return tracer.start_span(
+                name,
+                context=_remote_parent(remote),
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+                links=links,
             )
-            # The attempt's own attributes and links only for a span that is recorded
-            # (links added after the start are not seen by this sampler).
-            if span.is_recording():
-                span.set_attributes(self._process_attributes(event))
-                for link in self._process_links(job, creation_context, job_context, new_trace):
-                    span.add_link(link.context, link.attributes)
+        parent = Context() if remote is None else _remote_parent(remote)
+        span = tracer.start_span(
+            name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        # The attempt's own attributes and links only for a span that is recorded
+        # (links added after the start are not seen by this sampler).
+        if span.is_recording():
+            span.set_attributes(self._process_attributes(event))
+            for link in self._process_links(job, creation_context, job_context, new_trace):
+                span.add_link(link.context, link.attributes)
         return span
 
     def _process_attributes(self, event: ProcessEvent) -> dict[str, Any]:
@@ -636,7 +675,10 @@ class TracingHook(Hook):
         failed = outcome in FAILED_OUTCOMES and event.error is not None
         if failed:
             attributes[sc.ERROR_TYPE] = _error_type(event.error)  # type: ignore[arg-type]
-        span.set_attributes(attributes)
+        if isinstance(span, LightSpan):
+            span.add_known_attributes(attributes)  # no SDK twin for these
+        else:
+            span.set_attributes(attributes)
         if failed:
             span.record_exception(event.error)  # type: ignore[arg-type]
             span.set_status(Status(StatusCode.ERROR, str(event.error)))
@@ -746,7 +788,6 @@ class TracingHook(Hook):
         )
         if recorded is False:  # the sampler would drop it: a dropped span has no effect
             return
-        parent = _remote_parent(creation_context) if same_trace else Context()
         attributes = self._sampling_attributes(queue, None, None, "job")
         links: list[Link] | None = None
         if recorded:  # known to be recorded: everything at the start, in one pass
@@ -777,18 +818,16 @@ class TracingHook(Hook):
             )
         ):
             return  # recorded in one step, as the SDK's path below would have
-        preset = _preset.set((job_context.trace_id, job_context.span_id))
-        try:
-            span = tracer.start_span(
-                f"job {queue}",
-                context=parent,
-                kind=SpanKind.INTERNAL,
-                attributes=attributes,
-                links=links,
-                start_time=_ns(job.enqueued_at),
-            )
-        finally:
-            _preset.reset(preset)
+        span = _sdk_span(
+            tracer,
+            f"job {queue}",
+            job_context,
+            parent=creation_context if same_trace else None,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links or (),
+            start_time=start,
+        )
         if not span.is_recording():
             span.end()
             return

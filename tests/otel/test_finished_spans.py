@@ -72,14 +72,15 @@ def _both_ways(
     return direct[0], through_sdk[0]
 
 
-def _spy_on_record(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each direct recording returned (True: recorded in one step)."""
-    results: list[bool] = []
+def _spy_on_record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Each direct recording's span name and whether it was taken (recorded in one step)."""
+    results: list[tuple[str, bool]] = []
     original = FinishedSpans.record
 
-    def spying(self: FinishedSpans, *args: Any, **kwargs: Any) -> bool:
-        results.append(original(self, *args, **kwargs))
-        return results[-1]
+    def spying(self: FinishedSpans, name: str, *args: Any, **kwargs: Any) -> Any:
+        recorded = original(self, name, *args, **kwargs)
+        results.append((name, recorded is not None))
+        return recorded
 
     monkeypatch.setattr(FinishedSpans, "record", spying)
     return results
@@ -119,9 +120,15 @@ async def test_send_and_job_spans_are_recorded_directly(
 ) -> None:
     recorded = _spy_on_record(monkeypatch)
     await _finished_job(queue, make_worker)
-    assert recorded == [True, True]  # the send span at the add, the job span at the end
-    assert len(telemetry.spans("job " + queue.name)) == 1
-    assert len(telemetry.spans("send " + queue.name)) == 1
+    # The send span at the add, the attempt's process span (untouched by the job's code)
+    # at its end, then the job span.
+    assert recorded == [
+        (f"send {queue.name}", True),
+        (f"process {queue.name}", True),
+        (f"job {queue.name}", True),
+    ]
+    for kind in ("send", "process", "job"):
+        assert len(telemetry.spans(f"{kind} {queue.name}")) == 1
 
 
 class Counting(SpanProcessor):
@@ -161,11 +168,12 @@ async def test_other_set_ups_take_the_sdks_path(
         )
     results = _spy_on_record(monkeypatch)
     await _finished_job(queue, make_worker)
-    assert not any(results)  # refused, or (SDK metrics) never tried
+    assert not any(taken for _, taken in results)  # refused, or (SDK metrics) never tried
     spans = telemetry.spans("job " + queue.name)
     assert len(spans) == 1  # recorded all the same, by the SDK
     if setup == "another processor":
-        assert "job " + queue.name in counting.started
+        assert counting.started == ["send " + queue.name, "process " + queue.name,
+                                    "job " + queue.name]  # fmt: skip
     if setup == "attribute limit":
         assert len(spans[0].attributes or {}) == 3
 
