@@ -62,8 +62,20 @@ class _Pending:
         self.last: dict[int, tuple[float, int, Context]] = {}
 
 
+# The last context asked about and the answer: a job's three or four records are made in
+# its attempt's context (one object), so the span lookup is done once per attempt. The
+# tuple holds the context, so its id cannot be reused while it is the key.
+_last_sampled: tuple[Context | None, bool] = (None, False)
+
+
 def _sampled(ctx: Context) -> bool:
-    return bool(trace.get_current_span(ctx).get_span_context().trace_flags.sampled)
+    global _last_sampled  # noqa: PLW0603 - a one-entry cache, replaced whole
+    last = _last_sampled
+    if last[0] is ctx:
+        return last[1]
+    sampled = bool(trace.get_current_span(ctx).get_span_context().trace_flags.sampled)
+    _last_sampled = (ctx, sampled)
+    return sampled
 
 
 class BridgedHistogram:
