@@ -108,11 +108,13 @@ class LightSpan(trace.Span):
     def add_known_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Attributes queue_otel sets (strings and numbers: nothing for the SDK to clean),
         kept without making a twin."""
-        twin = self._twin
-        if twin is not None:
-            twin.set_attributes(attributes)
-        elif self._recorded is None:
-            self._attributes.update(attributes)
+        with _LOCK:  # not while a job's thread makes the twin from these attributes
+            twin = self._twin
+            if twin is None:
+                if self._recorded is None:
+                    self._attributes.update(attributes)
+                return
+        twin.set_attributes(attributes)
 
     @property
     def has_twin(self) -> bool:
