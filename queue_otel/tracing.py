@@ -225,11 +225,14 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_CACHED: Final = 4096  # start-attribute dicts kept per hook
 
 
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
 def _ns(moment: datetime | None) -> int | None:
     """Nanoseconds since the epoch, exactly (a float product drifts by tens of ns)."""
     if moment is None:
         return None
-    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+    return (moment - _EPOCH) // _MICROSECOND * 1000
 
 
 def _job_end(job: Job) -> int:
@@ -912,5 +915,8 @@ def wait_seconds(job: Job) -> float:
     not waiting for a worker."""
     if job.started_at is None:
         return 0.0
-    ready = job.ready_at or job.enqueued_at + timedelta(seconds=job.options.delay)
+    ready = job.ready_at
+    if ready is None:
+        delay = job.options.delay
+        ready = job.enqueued_at + timedelta(seconds=delay) if delay else job.enqueued_at
     return max(0.0, (job.started_at - ready).total_seconds())
