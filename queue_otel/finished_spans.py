@@ -32,13 +32,27 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SynchronousMultiSp
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Status
 
-__all__ = ["RANDOM_TRACE_ID", "Deferred", "FinishedSpans", "sdk_span_metrics_on"]
+__all__ = ["RANDOM_TRACE_ID", "Deferred", "FinishedSpans", "child_context", "sdk_span_metrics_on"]
 
 # Processors whose on_start (and on-ending step) do nothing: a span they never saw start
 # is the same span to them.
 _PLAIN_PROCESSORS: Final = (BatchSpanProcessor, SimpleSpanProcessor)
 # W3C Trace Context level 2's random-trace-id flag: the SDK keeps a parent's on a child.
 RANDOM_TRACE_ID: Final = 0x02
+
+
+def child_context(parent: trace.SpanContext, span_id: int, *, sampled: bool) -> trace.SpanContext:
+    """The context the SDK gives a span whose parent is the remote ``parent``: the
+    parent's trace id and trace state, its random-trace-id flag (W3C level 2), and the
+    sampled flag as the sampler decided."""
+    flags = (trace.TraceFlags.SAMPLED if sampled else 0) | (parent.trace_flags & RANDOM_TRACE_ID)
+    return trace.SpanContext(
+        parent.trace_id,
+        span_id,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(flags),
+        trace_state=parent.trace_state,
+    )
 
 
 def sdk_span_metrics_on() -> bool:

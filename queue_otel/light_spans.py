@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Link, Status, StatusCode
 from opentelemetry.util import types
 
-from queue_otel.finished_spans import RANDOM_TRACE_ID, FinishedSpans
+from queue_otel.finished_spans import FinishedSpans, child_context
 
 __all__ = ["LightSpan", "MakeTwin", "start_light_span"]
 
@@ -156,14 +156,10 @@ class LightSpan(trace.Span):
         twin.end(end_time)
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
-        twin = self._get_twin()
-        if twin is not None:
-            twin.set_attributes(attributes)
+        self._forward("set_attributes", attributes)
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
-        twin = self._get_twin()
-        if twin is not None:
-            twin.set_attribute(key, value)
+        self._forward("set_attribute", key, value)
 
     def add_event(
         self,
@@ -171,24 +167,16 @@ class LightSpan(trace.Span):
         attributes: types.Attributes = None,
         timestamp: int | None = None,
     ) -> None:
-        twin = self._get_twin()
-        if twin is not None:
-            twin.add_event(name, attributes, timestamp)
+        self._forward("add_event", name, attributes, timestamp)
 
     def add_link(self, context: trace.SpanContext, attributes: types.Attributes = None) -> None:
-        twin = self._get_twin()
-        if twin is not None:
-            twin.add_link(context, attributes)
+        self._forward("add_link", context, attributes)
 
     def update_name(self, name: str) -> None:
-        twin = self._get_twin()
-        if twin is not None:
-            twin.update_name(name)
+        self._forward("update_name", name)
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        twin = self._get_twin()
-        if twin is not None:
-            twin.set_status(status, description)
+        self._forward("set_status", status, description)
 
     def record_exception(
         self,
@@ -197,22 +185,25 @@ class LightSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        twin = self._get_twin()
-        if twin is not None:
-            twin.record_exception(exception, attributes, timestamp, escaped)
+        self._forward("record_exception", exception, attributes, timestamp, escaped)
 
     def __getattr__(self, name: str) -> Any:
         """Whatever else an SDK span has (``events``, ``status``, ``resource``,
         ``to_json``...): the twin's, or once ended untouched, the recorded span's."""
         if name.startswith("_"):
             raise AttributeError(name)
-        if self._twin is None and self._recorded is not None:
-            return getattr(self._recorded, name)
-        twin = self._get_twin()
-        return getattr(twin if twin is not None else self._recorded, name)
+        if self._twin is None and self._recorded is None:
+            self._get_twin()
+        return getattr(self._twin or self._recorded, name)
 
     def __repr__(self) -> str:
         return f'LightSpan(name="{self._name}", context={self._context})'
+
+    def _forward(self, method: str, *args: Any) -> None:
+        """Call the twin's ``method`` (making the twin first); nothing once ended."""
+        twin = self._get_twin()
+        if twin is not None:
+            getattr(twin, method)(*args)
 
     def _get_twin(self) -> trace.Span | None:
         """The SDK twin, made now if need be; None once the span ended without one (the
@@ -256,19 +247,11 @@ def start_light_span(
     span_id = recorder.new_span_id(attributes, links)
     if span_id is None:
         return None
-    flags = trace.TraceFlags.SAMPLED | (parent.trace_flags & RANDOM_TRACE_ID)
-    context = trace.SpanContext(
-        parent.trace_id,
-        span_id,
-        is_remote=False,
-        trace_flags=trace.TraceFlags(flags),
-        trace_state=parent.trace_state,
-    )
     return LightSpan(
         recorder,
         make_twin,
         name,
-        context=context,
+        context=child_context(parent, span_id, sampled=True),
         parent=parent,
         kind=kind,
         attributes=attributes,

@@ -56,9 +56,9 @@ from queue_core import (
 )
 from queue_otel import semconv as sc
 from queue_otel.finished_spans import (
-    RANDOM_TRACE_ID,
     Deferred,
     FinishedSpans,
+    child_context,
     sdk_span_metrics_on,
 )
 from queue_otel.light_spans import LightSpan, start_light_span
@@ -163,16 +163,7 @@ class Tracers:
         non-recording, a fresh span id, the parent's trace id and trace state."""
         generator = getattr(tracer, "id_generator", None)
         span_id = int(generator.generate_span_id()) if generator else random.getrandbits(64)
-        return NonRecordingSpan(
-            trace.SpanContext(
-                parent.trace_id,
-                span_id or 1,
-                is_remote=False,
-                # The SDK keeps a parent's random-trace-id flag (W3C level 2) on a child.
-                trace_flags=trace.TraceFlags(parent.trace_flags & RANDOM_TRACE_ID),
-                trace_state=parent.trace_state,
-            )
-        )
+        return NonRecordingSpan(child_context(parent, span_id or 1, sampled=False))
 
     def finished_spans(self, tracer: Tracer) -> FinishedSpans:
         """The direct recorder of finished spans for ``tracer``."""
@@ -802,15 +793,8 @@ class TracingHook(Hook):
             and start is not None
             and self._tracers.finished_spans(tracer).record(
                 f"job {queue}",
-                trace.SpanContext(
-                    job_context.trace_id,
-                    job_context.span_id,
-                    is_remote=False,
-                    trace_flags=trace.TraceFlags(
-                        trace.TraceFlags.SAMPLED | (creation_context.trace_flags & RANDOM_TRACE_ID)
-                    ),
-                    trace_state=creation_context.trace_state,
-                ),
+                # Recorded only in the producer's trace: its trace id is the job span's.
+                child_context(creation_context, job_context.span_id, sampled=True),
                 parent=creation_context,
                 kind=SpanKind.INTERNAL,
                 attributes=attributes,

