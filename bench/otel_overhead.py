@@ -11,9 +11,11 @@ overhead).
 
 "On" means the whole instrumentation: every trace sampled (ALWAYS_ON), spans through a
 BatchSpanProcessor into an exporter that drops them, metrics through a reader collecting
-every second, trace ids in logs. For no-op jobs two more modes run: "sampled" (the same
-with a parent-based 1% ratio sampler) and "metrics" (the tracing hook unregistered), whose
-difference is what tracing costs a job whose trace is not sampled. CPU is the whole
+every second, trace ids in logs. For no-op jobs three more modes run: "sampled" (the
+same with a parent-based 1% ratio sampler) and "metrics" (the tracing hook unregistered),
+whose difference is what tracing costs a job whose trace is not sampled, and "clock":
+hooks that do nothing, called and clocked as queue_otel's are, whose figure (what
+clocking costs by itself) is taken off the hooks' figures. CPU is the whole
 process's (``time.process_time``: every thread, the exporters' included) per job or per
 enqueue call, less the jobs' own work. The figures are the medians over rounds, with their
 spread ((max - min) / median); the issue's targets are printed against them, and
@@ -50,12 +52,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
-from bench.cpu_attribution import ExportThreads, HookClock
+from bench.cpu_attribution import ExportThreads, HookClock, empty_like
 from bench.peers._otel import DropMetrics, DropSpans
 from bench.sdk_floor import sdk_floor
-from queue_core import Queue, Worker, unregister_hook
+from queue_core import Queue, Worker, register_hook, unregister_hook
 from queue_core.testing import RedisServer
 from queue_otel import QueueInstrumentor
+from queue_otel.metrics import MetricsHook
+from queue_otel.tracing import TracingHook
 
 RESULTS = Path(__file__).parent / "results" / "otel_overhead.json"
 
@@ -148,6 +152,7 @@ TARGETS = {
 }
 MODES = {
     "off": "queue_otel off",
+    "clock": "queue_otel off, hooks that do nothing, called and clocked as queue_otel's are",
     "on": "everything on, every trace sampled",
     "sampled": "everything on, parent-based 1% ratio sampler",
     "metrics": "metrics only (the tracing hook unregistered)",
@@ -155,7 +160,7 @@ MODES = {
 
 
 def _instrument(mode: str, providers: dict[str, Any]) -> QueueInstrumentor | None:
-    if mode == "off":
+    if mode in ("off", "clock"):
         return None
     instrumentor = QueueInstrumentor()
     instrumentor.instrument(
@@ -166,6 +171,30 @@ def _instrument(mode: str, providers: dict[str, Any]) -> QueueInstrumentor | Non
     if mode == "metrics":
         unregister_hook(instrumentor._hooks[0])  # the TracingHook, registered first
     return instrumentor
+
+
+def run_mode(
+    url: str, mode: str, providers: dict[str, Any], *, jobs: int, concurrency: int, work: float
+) -> dict[str, float]:
+    """One round of one mode, its hooks clocked."""
+    instrumentor = _instrument(mode, providers)
+    clocks, empty = None, []
+    if instrumentor is not None:
+        clocks = (HookClock(instrumentor._hooks), ExportThreads())
+    elif mode == "clock":
+        empty = empty_like([TracingHook, MetricsHook])
+        for hook in empty:
+            register_hook(hook)
+        clocks = (HookClock(empty), ExportThreads())
+    try:
+        return asyncio.run(one_round(url, jobs, concurrency, work, clocks))
+    finally:
+        if clocks is not None:
+            clocks[0].close()  # the metrics hook is the same object next round
+        if instrumentor is not None:
+            instrumentor.uninstrument()
+        for hook in empty:
+            unregister_hook(hook)
 
 
 Table = dict[str, dict[str, float]]
@@ -197,12 +226,19 @@ def summarize(
         for work in workloads
     }
     off0, on0 = medians.get("off/0ms"), medians.get("on/0ms")
-    figures: dict[str, float] = {}
+    # What clocking hooks costs by itself (hooks that do nothing, clocked alike), per
+    # phase and for the tracing hook alone: taken off the hooks' figures below.
+    clock = medians.get("clock/0ms", {})
+    floor = {key: clock.get(key, 0.0) for key in (
+        "process_hooks_ms", "enqueue_hooks_ms", "process_tracing_ms")}  # fmt: skip
+    figures: dict[str, float] = {f"clock_{key}": value for key, value in floor.items()}
     if off0 and on0:
         # Judged on the CPU measured where the instrumentation spends it (its hooks, on
         # the job's path, plus the SDK's export threads): see bench/cpu_attribution.py.
-        figures["process_cpu_ms"] = on0["process_hooks_ms"] + on0["process_export_ms"]
-        figures["enqueue_cpu_ms"] = on0["enqueue_hooks_ms"] + on0["enqueue_export_ms"]
+        for phase in ("process", "enqueue"):
+            clocked = on0[f"{phase}_hooks_ms"] + on0[f"{phase}_export_ms"]
+            figures[f"{phase}_cpu_ms_as_clocked"] = clocked
+            figures[f"{phase}_cpu_ms"] = clocked - floor[f"{phase}_hooks_ms"]
         figures["enqueue_p99_ms_on"] = on0["enqueue_p99_ms"]
         # The same by difference of whole-process CPU, off against on (noisier: the
         # machine's drift between runs is in it, and so is queue_core's cost of carrying
@@ -213,7 +249,8 @@ def summarize(
         sampled, metrics_only = medians["sampled/0ms"], medians["metrics/0ms"]
         # The span part when 99% of traces are not sampled: the tracing hook's own CPU
         # per processed job; by difference, the sampled mode less the metrics-only mode.
-        figures["sampled_out_span_ms"] = sampled["process_tracing_ms"]
+        figures["sampled_out_span_ms_as_clocked"] = sampled["process_tracing_ms"]
+        figures["sampled_out_span_ms"] = sampled["process_tracing_ms"] - floor["process_tracing_ms"]
         figures["sampled_out_span_ms_by_difference"] = (
             sampled["process_cpu_ms"] - metrics_only["process_cpu_ms"]
         )
@@ -228,8 +265,9 @@ def print_report(medians: Table, spread: Table, figures: dict[str, float]) -> No
         print(f"\n{name:24} {'median':>10} {'spread':>8}")
         for key, value in values.items():
             print(f"  {key:22} {value:10.3f} {spread[name].get(key, 0):8.1%}")
-    print("\ntargets (added by queue_otel, measured in its hooks and export threads;")
-    print("medians over rounds; by difference: on less off, whole process):")
+    print("\ntargets (added by queue_otel, measured in its hooks and export threads, less")
+    print("what clocking empty hooks alike costs; medians over rounds; by difference: on")
+    print("less off, whole process):")
     for key, target in TARGETS.items():
         if key in figures:
             value = figures[key]
@@ -237,6 +275,9 @@ def print_report(medians: Table, spread: Table, figures: dict[str, float]) -> No
             shown = f"{value:.1%}" if key.startswith("loss") else f"{value:.4f} ms"
             limit = f"{target:.0%}" if key.startswith("loss") else f"{target} ms"
             print(f"  {key:22} {shown:>12}  (target <= {limit}: {verdict})")
+            if f"{key}_as_clocked" in figures:
+                clocked = figures[f"{key}_as_clocked"]
+                print(f"  {'  as clocked':22} {clocked:9.4f} ms, less the clock's own cost")
             if f"{key}_by_difference" in figures:
                 print(f"  {'  by difference':22} {figures[f'{key}_by_difference']:9.4f} ms")
             floor_key = key.replace("_cpu_ms", "_sdk_floor_ms")
@@ -275,17 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for work, mode in plan:
                 # Fewer jobs when each one works, so that a round takes a similar time.
                 jobs = args.jobs if not work else max(200, int(args.jobs / (1 + work * 3)))
-                instrumentor = _instrument(mode, providers)
-                clocks = None
-                if instrumentor is not None:
-                    clocks = (HookClock(instrumentor._hooks), ExportThreads())
-                try:
-                    result = asyncio.run(one_round(redis.url, jobs, args.concurrency, work, clocks))
-                finally:
-                    if clocks is not None:
-                        clocks[0].close()  # the metrics hook is the same object next round
-                    if instrumentor is not None:
-                        instrumentor.uninstrument()
+                result = run_mode(
+                    redis.url, mode, providers, jobs=jobs, concurrency=args.concurrency, work=work
+                )
                 runs[f"{mode}/{work:g}ms"].append(result)
         floor = sdk_floor(redis.url, one_round)
     tracer_provider.shutdown()

@@ -117,7 +117,7 @@ class CancelListener:
             # Closed at once: after a fault, redis-py has already subscribed its connection
             # again, and a message read by nobody would be lost there.
             with suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis-py 8
             if subscriber is not self.ctx.client:
                 with suppress(Exception):
                     await subscriber.aclose(close_connection_pool=True)

@@ -40,6 +40,7 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 
 from queue_core import get_logger
+from queue_otel.sampled_out import DroppedSpan
 
 __all__ = ["BridgedHistogram", "bridge_supported"]
 
@@ -73,7 +74,9 @@ def _sampled(ctx: Context) -> bool:
     last = _last_sampled
     if last[0] is ctx:
         return last[1]
-    sampled = bool(trace.get_current_span(ctx).get_span_context().trace_flags.sampled)
+    span = trace.get_current_span(ctx)
+    # A sampled-out attempt's span is known not to be sampled: its context is not built.
+    sampled = not isinstance(span, DroppedSpan) and span.get_span_context().trace_flags.sampled
     _last_sampled = (ctx, sampled)
     return sampled
 

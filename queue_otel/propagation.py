@@ -34,12 +34,16 @@ __all__ = [
     "extract",
     "extract_span_context",
     "inject",
+    "plain_traceparent",
+    "w3c_fast_path",
 ]
 
 JOB_HEADER: Final = "queue-core-job"
 MAX_HEADERS: Final = 32
 MAX_VALUE_CHARS: Final = 8192  # the W3C baggage limit; traceparent is 55 characters
 _SPAN_CONTEXT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_ZERO_TRACE_ID: Final = "0" * 32
+_ZERO_SPAN_ID: Final = "0" * 16
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 
@@ -81,12 +85,28 @@ def extract_span_context(headers: Mapping[str, object]) -> trace.SpanContext:
 def _fast_span_context(headers: Mapping[str, object]) -> trace.SpanContext | None:
     """The common case read directly: a lone W3C ``traceparent`` (the invalid context
     when it is absent); None when the generic path must decide."""
-    if TRACESTATE in headers or len(headers) > MAX_HEADERS or not _w3c_propagator():
+    if not w3c_fast_path(headers):
         return None
     value = headers.get(TRACEPARENT)
     if value is None:
         return trace.INVALID_SPAN_CONTEXT
     return _parse_traceparent(value) if isinstance(value, str) else None
+
+
+def w3c_fast_path(headers: Mapping[str, object]) -> bool:
+    """Whether the producer's context in ``headers`` is its ``traceparent`` alone, read as
+    this module reads it: no trace state, not too many headers, a W3C propagator."""
+    return TRACESTATE not in headers and len(headers) <= MAX_HEADERS and _w3c_propagator()
+
+
+def plain_traceparent(value: str) -> bool:
+    """Whether ``value`` is a traceparent that this module reads (version 00, ids not
+    zero), without building its span context."""
+    return (
+        _SPAN_CONTEXT.match(value) is not None
+        and value[3:35] != _ZERO_TRACE_ID
+        and value[36:52] != _ZERO_SPAN_ID
+    )
 
 
 def _extract(headers: Mapping[str, object], *, with_baggage: bool) -> Context:

@@ -70,6 +70,7 @@ from queue_otel.propagation import (
     extract_span_context,
     inject,
 )
+from queue_otel.sampled_out import DroppedSpan, sampled_out_header
 from queue_otel.scope import After
 from queue_otel.settings import Settings
 
@@ -122,6 +123,7 @@ class Tracers:
         self._jobs: Tracer | None = None
         self._decisions: dict[int, tuple[object, tuple[bool | None, bool | None]]] = {}
         self._finished: dict[int, tuple[Tracer, FinishedSpans]] = {}
+        self._drop_unsampled: tuple[Tracer, Tracer | None, bool] | None = None
 
     def _get(self, name: str) -> Tracer:
         return trace.get_tracer(name, self._version, self._provider, schema_url=sc.SCHEMA_URL)
@@ -158,12 +160,22 @@ class Tracers:
             self._decisions[id(sampler)] = known
         return known[1][0 if parent_sampled else 1]
 
+    def drop_unsampled(self) -> bool:
+        """Whether both tracers are known to drop a span whose remote parent is not
+        sampled (the job tracer, when there is one): read once per pair of tracers."""
+        main, jobs = self.main(), self.jobs()
+        known = self._drop_unsampled
+        if known is None or known[0] is not main or known[1] is not jobs:
+            drops = self.by_parent(main, False) is False and (
+                jobs is None or self.by_parent(jobs, False) is False
+            )
+            known = self._drop_unsampled = (main, jobs, drops)
+        return known[2]
+
     def dropped(self, tracer: Tracer, parent: trace.SpanContext) -> trace.Span:
         """The span the SDK makes when its sampler drops a span with this remote parent:
         non-recording, a fresh span id, the parent's trace id and trace state."""
-        generator = getattr(tracer, "id_generator", None)
-        span_id = int(generator.generate_span_id()) if generator else random.getrandbits(64)
-        return NonRecordingSpan(child_context(parent, span_id or 1, sampled=False))
+        return NonRecordingSpan(child_context(parent, new_span_id(tracer) or 1, sampled=False))
 
     def finished_spans(self, tracer: Tracer) -> FinishedSpans:
         """The direct recorder of finished spans for ``tracer``."""
@@ -178,6 +190,12 @@ class Tracers:
         if isinstance(generator, _PresetIds):
             return int(generator.inner.generate_trace_id()), int(generator.inner.generate_span_id())
         return random.getrandbits(128) or 1, random.getrandbits(64) or 1
+
+
+def new_span_id(tracer: Tracer) -> int:
+    """A span id as ``tracer`` would choose it (its SDK id generator)."""
+    generator = getattr(tracer, "id_generator", None)
+    return int(generator.generate_span_id()) if generator else random.getrandbits(64)
 
 
 def _decisions_by_parent(sampler: Any) -> tuple[bool | None, bool | None]:
@@ -211,6 +229,9 @@ def _static(sampler: Any) -> bool | None:
     decision = sampler.should_sample(None, 1, "probe").decision
     return decision is not Decision.DROP
 
+
+_Read = tuple[Context | None, trace.SpanContext, trace.SpanContext | None]
+_SAMPLED_OUT: Final[_Read] = (None, trace.INVALID_SPAN_CONTEXT, None)
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_CACHED: Final = 4096  # start-attribute dicts kept per hook
@@ -284,8 +305,8 @@ class TracingHook(Hook):
         self._settings = settings
         # The producer context read at the start of each running attempt, reused when
         # the job span is recorded at the end of that attempt (by id of the Job object).
-        self._read: dict[int, tuple[Context | None, trace.SpanContext, trace.SpanContext | None]]
-        self._read = {}
+        # _SAMPLED_OUT for an attempt whose trace is sampled out (sampled_out.py).
+        self._read: dict[int, _Read] = {}
         # A job span whose outcome arrived during an attempt waits until that attempt's
         # span has ended: a parent must not end before its children.
         self._pending: dict[int, tuple[str, Job, str | None, str | None, str | None]] = {}
@@ -502,7 +523,7 @@ class TracingHook(Hook):
     ) -> tuple[Context | None, trace.SpanContext, trace.SpanContext | None]:
         """The producer's context, its span context, and the job span's context."""
         known = self._read.get(id(job))
-        if known is not None:
+        if known is not None and known is not _SAMPLED_OUT:
             return known
         creation, creation_context, job_context = self._producer_of(job.headers)
         if job.scheduler_id is not None and job.scheduled_for is not None:
@@ -539,14 +560,20 @@ class TracingHook(Hook):
 
     def around_process(self, event: ProcessEvent) -> After:
         job = event.job
-        read = self._producer(job)
-        self._read[id(job)] = read
-        creation, creation_context, job_context = read
         started = job.started_at or datetime.now(UTC)
         # A flow parent is ready once its children are done: the flow's trace goes on
         # however long they took; other jobs count from their enqueue.
         since = job.ready_at if job.dependencies is not None and job.ready_at else job.enqueued_at
         new_trace = (started - since).total_seconds() > self._settings.new_trace_after
+        if not new_trace:
+            dropped = self._sampled_out(job)
+            if dropped is not None:
+                self._read[id(job)] = _SAMPLED_OUT
+                token = context.attach(trace.set_span_in_context(dropped))
+                return After(partial(self._after_sampled_out, job, token))
+        read = self._producer(job)
+        self._read[id(job)] = read
+        creation, creation_context, job_context = read
         span = self._start_process_span(event, creation_context, job_context, new_trace)
         # The processor runs in this worker's context plus the span (plus the producer's
         # baggage when propagation of baggage is on).
@@ -556,6 +583,24 @@ class TracingHook(Hook):
                 current = baggage.set_baggage(key, value, current)
         token = context.attach(current)
         return After(partial(self._after_process, event, span, token))
+
+    def _sampled_out(self, job: Job) -> DroppedSpan | None:
+        """The attempt's span when the job's trace is known, from its headers' text, to be
+        sampled out for its attempts and its job span alike (sampled_out.py); else None."""
+        if (
+            self._settings.propagate_baggage  # the producer's baggage must be read
+            or job.manual_retries  # a rerun's job span is another one
+            or (job.scheduler_id is not None and job.scheduled_for is not None)
+        ):
+            return None
+        header = sampled_out_header(job.headers)
+        if header is None or not self._tracers.drop_unsampled():
+            return None
+        return DroppedSpan(header, partial(new_span_id, self._tracers.main()))
+
+    def _after_sampled_out(self, job: Job, token: object) -> None:
+        self._read.pop(id(job), None)
+        context.detach(token)  # type: ignore[arg-type]
 
     def _after_process(self, event: ProcessEvent, span: trace.Span, token: object) -> None:
         job = event.job
@@ -753,7 +798,10 @@ class TracingHook(Hook):
         message: str | None,
         outcome: str | None = None,
     ) -> None:
-        if id(job) in self._read:  # inside the attempt: record once its span has ended
+        read = self._read.get(id(job))
+        if read is _SAMPLED_OUT:  # a dropped job span: nothing to record
+            return
+        if read is not None:  # inside the attempt: record once its span has ended
             self._pending[id(job)] = (queue, job, error_type, message, outcome)
         else:
             self._record_job_span(queue, job, error_type, message, outcome)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cpu_attribution import ExportThreads, HookClock
+from bench.cpu_attribution import ExportThreads, HookClock, empty_like
 from queue_core import EnqueueEvent, Hook, JobEvent, Queue, register_hook, unregister_hook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,23 @@ async def test_a_hook_clocked_again_is_counted_once(redis_url: str) -> None:
         assert 5 * 0.004e9 <= spent < 5 * 0.004e9 * 1.5, rounds
 
 
+async def test_empty_hooks_are_called_and_clocked_as_the_ones_they_copy(redis_url: str) -> None:
+    (empty,) = empty_like([Busy])
+    assert type(empty).__name__ == "Busy"  # counted under the same name
+    assert {"around_enqueue", "on_completed"} <= set(vars(type(empty)))
+    clock = HookClock([empty])
+    register_hook(empty)
+    try:
+        async with Queue("clocked-empty", redis=redis_url) as queue:
+            for i in range(5):
+                await queue.add("x", i)
+    finally:
+        clock.close()
+        unregister_hook(empty)
+    spent = clock.take()["Busy"]
+    assert 0 < spent < 5 * 0.004e9 / 10  # the clock's own cost, not Busy's work
+
+
 def test_export_threads_are_read_by_name() -> None:
     import threading  # noqa: PLC0415
 
@@ -98,8 +115,17 @@ def test_a_tiny_run_reports_every_target(tmp_path: Path) -> None:
     report = json.loads(output.read_text())
     figures = report["figures"]
     for key in ("process_cpu_ms", "enqueue_cpu_ms", "sampled_out_span_ms"):
-        assert figures[key] > 0, key
+        assert figures[f"{key}_as_clocked"] > 0, key
         assert f"{key}_by_difference" in figures
+    # The clock's own cost, measured on empty hooks in the same run, is taken off.
+    floors = {
+        "process_cpu_ms": "clock_process_hooks_ms",
+        "enqueue_cpu_ms": "clock_enqueue_hooks_ms",
+        "sampled_out_span_ms": "clock_process_tracing_ms",
+    }
+    for key, floor in floors.items():
+        assert 0 < figures[floor] < figures[f"{key}_as_clocked"], key
+        assert figures[key] == pytest.approx(figures[f"{key}_as_clocked"] - figures[floor])
     assert figures["process_sdk_floor_ms"] > 0 and figures["enqueue_sdk_floor_ms"] > 0
     assert figures["spans_per_job"] == 3  # send, process, job
     assert report["spans_exported"] > 0
