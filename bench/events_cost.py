@@ -14,7 +14,8 @@ Redis CPU and commands per job are the steadiest of these on a shared machine, w
 throughput swings by tens of percent between runs.
 
 ``--before DIR`` compares two versions of queue_core side by side in the same run and on
-the same redis-server: DIR is another checkout (e.g. ``git archive HEAD --prefix=before/ |
+the same redis-server (a version from before the events stream runs its one setting in
+both columns): DIR is another checkout (e.g. ``git archive HEAD --prefix=before/ |
 tar -x -C /tmp`` gives /tmp/before), and this checkout is "after". Every run then happens
 in a child process whose ``PYTHONPATH`` puts its version first (the file it imported is
 printed), the four settings of a round in rotating order; the ratios are after / before.
@@ -44,7 +45,6 @@ import structlog
 
 from bench.profile_worker import fill, redis_cpu, work
 from queue_core import Queue
-from queue_core.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +65,8 @@ def _by_command(client: redis.Redis) -> dict[str, list[float]]:
 
 async def _set_events(url: str, name: str, on: bool) -> None:
     async with Queue(name, redis=url) as queue:
+        if not hasattr(queue, "set_events_max_length"):
+            return  # a version from before the events stream: on and off run the same code
         await queue.set_events_max_length(None if on else 0)
 
 
@@ -95,6 +97,7 @@ def one_run(url: str, client: redis.Redis, jobs: int, concurrency: int, on: bool
         "redis_us_work": (redis_done - redis_filled) * per_job,
         "commands_work": (commands_done - commands_filled) / jobs,
         "by_command": by_command,
+        "events_stream": hasattr(Queue, "set_events_max_length"),
     }
 
 
@@ -141,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         trees = [("before", args.before.resolve()), ("after", ROOT)]
     settings = [(label, tree, on) for label, tree in trees for on in (False, True)]
     results: dict[tuple[str, bool], list[dict[str, Any]]] = {(s[0], s[2]): [] for s in settings}
+    # Imported here: a child run of events_cost --before may import an older queue_core.
+    from queue_core.testing import RedisServer  # noqa: PLC0415
+
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url)
         for round_ in range(args.rounds):
@@ -184,6 +190,8 @@ def _print_table(results: dict[tuple[str, bool], list[dict[str, Any]]], trees: l
         return
     for label in trees:
         print(f"{label}: queue_core from {results[label, True][0]['queue_core']}")
+        if not results[label, True][0]["events_stream"]:
+            print(f"  ({label} has no events stream: its 'events on' and 'off' run the same code)")
     print("| figure | before, events off | after, events off | after / before "
           "| before, events on | after, events on | after / before |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|")

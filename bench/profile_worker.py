@@ -41,7 +41,6 @@ import structlog
 
 import queue_core
 from queue_core import Job, JobSpec, Queue, Worker
-from queue_core.testing import RedisServer
 
 
 def redis_cpu(client: redis.Redis) -> float:
@@ -95,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         instrument()
     print(f"queue_core from {queue_core.__file__}")
+    # Imported here: a child run of events_cost --before may import an older queue_core.
+    from queue_core.testing import RedisServer  # noqa: PLC0415
+
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url)
         name = f"profile-{uuid.uuid4().hex[:8]}"

@@ -23,6 +23,20 @@ from bench.peers.queue_core import QueueCore, deadline_options
 from bench.run import FIGURES, VENVS, build_params, commit, medians, parse_args, select
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench(*argv: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.<argv>`` from the checkout, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
+
+
 # A peer that installs and runs quickly; used only when its venv is already there (the
 # test suite does not create venvs: that needs the network and takes a while).
 FAST_PEER = "bullmq"
@@ -116,14 +130,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_startup_times_the_worker_command_on_its_own_redis() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.startup", "--starts", "1", "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=110,
-        check=False,
-    )
+    done = _bench("bench.startup", "--starts", "1", "--json")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["error"] == "" and result["starts"] == 1 and len(result["samples"]) == 1
@@ -305,14 +312,7 @@ def test_harness_helpers() -> None:
 
 @pytest.mark.timeout(120)
 def test_profile_worker_shows_where_the_time_goes() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.profile_worker", "--jobs", "3000", "--top", "8"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=110,
-        check=False,
-    )
+    done = _bench("bench.profile_worker", "--jobs", "3000", "--top", "8")
     if done.returncode != 0 and "ermission" in done.stdout + done.stderr:
         pytest.skip("py-spy may not attach here (no ptrace rights): " + done.stderr[-300:])
     assert done.returncode == 0, done.stderr[-3000:]
@@ -328,14 +328,7 @@ def test_profile_worker_shows_where_the_time_goes() -> None:
 
 
 def test_events_cost_compares_events_on_and_off() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.events_cost", "--jobs", "500", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=110,
-        check=False,
-    )
+    done = _bench("bench.events_cost", "--jobs", "500", "--rounds", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {
         line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:5]]
@@ -355,6 +348,32 @@ def test_events_cost_compares_events_on_and_off() -> None:
     )
     # Each no-op job appends added, active and completed: about three XADDs more.
     assert 2.5 <= on - off <= 3.5, rows
+
+
+# The commit before issues 9-14 (before the events stream): issue 14's Redis baseline.
+BEFORE_EVENTS = "ea2b808"
+
+
+def test_events_cost_runs_a_version_from_before_the_events_stream(tmp_path: Path) -> None:
+    archive = subprocess.run(
+        ["git", "archive", BEFORE_EVENTS], capture_output=True, cwd=ROOT, check=False
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"{BEFORE_EVENTS} is not in this clone's history")
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive.stdout, check=True)
+    before = ("--before", str(tmp_path))
+    done = _bench("bench.events_cost", *before, "--jobs", "500", "--rounds", "1", timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"before: queue_core from {tmp_path}/queue_core/__init__.py" in done.stdout
+    assert "(before has no events stream: its 'events on' and 'off' run the same code)" in (
+        done.stdout
+    )
+    row = next(line for line in done.stdout.splitlines() if "| Redis commands per job |" in line)
+    before_off, after_off, _, before_on, after_on, _ = (
+        float(cell.strip().rstrip("x").replace(",", "")) for cell in row.split("|")[2:8]
+    )
+    assert abs(before_on - before_off) < 0.5, row  # the same code twice: no XADD in either
+    assert 2.5 <= after_on - after_off <= 3.5, row
 
 
 def test_bad_command_lines_are_refused_with_the_reason() -> None:
