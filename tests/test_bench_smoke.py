@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from bench import report
 from bench.libraries import BY_KEY, LIBRARIES, OTEL_SDK, PROJECT
+from bench.lua_steps import ALONE, STEPS, AnchorError, Mark, mark_scripts
 from bench.peers._kit import Params, group_cpu, percentile
 from bench.peers.queue_core import QueueCore, deadline_options
 from bench.run import FIGURES, VENVS, build_params, commit, medians, parse_args, select
@@ -536,3 +538,33 @@ def test_every_otel_row_is_its_peer_plus_an_instrumentation() -> None:
             assert OTEL_SDK in library.requirements, library
     for key in ("saq", "bullmq"):  # no instrumentation exists: said so in the report
         assert BY_KEY[key].instrumentation == "none"
+
+
+def test_lua_steps_clocks_every_step_of_a_settle() -> None:
+    done = _bench("bench.lua_steps", "--jobs", "300", timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("300 no-op jobs, concurrency 10, events on; Redis CPU")
+    assert lines[1].startswith("a mark costs ")
+    steps = {
+        line[:44].strip(): (float(line.split("us/job")[1].split("%")[0]), line)
+        for line in lines[2:]
+    }
+    named = {mark.name for mark in STEPS if mark.name not in (None, ALONE)}
+    # Every step ran (its mark was reached) for every job; the shares make the whole.
+    assert set(steps) == named, set(steps) ^ named
+    for name in ("complete: read and check the record", "finish: encode the record"):
+        assert "(1.00 per job)" in steps[name][1], steps[name]
+    assert 99.0 <= sum(share for share, _ in steps.values()) <= 101.0
+
+
+def test_lua_steps_refuses_a_mark_whose_anchor_is_gone(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    shutil.copytree(ROOT / "queue_core" / "scripts", scripts)
+    with pytest.raises(AnchorError, match=r"finish.lua: 0 lines read 'gone\(\)' \(a step\)"):
+        mark_scripts(scripts, [Mark("includes/finish.lua", "gone()", "a step")])
+    mark_scripts(scripts, STEPS[:3])  # the real marks apply, each where its anchor is
+    marked = (scripts / "move_to_completed.lua").read_text()
+    assert "--@include step_clock\n--@include allow_when_full" in marked
+    assert "step_clock(nil)\nallow_when_full(K)\nlocal now = now_ms()\n" in marked
+    assert f"step_clock('call: guard, clock')\nstep_clock('{ALONE}')\n" in marked
