@@ -107,7 +107,7 @@ STEPS: Final = (
     Mark(FETCH, READ, "fetch: read and check the record"),
     Mark(FETCH, "redis.call('ZREM', K.wait, id)", "fetch: ZREM wait"),
     Mark(FETCH, "local envelope = redis.call('HGET', K.jobs, id)", "fetch: HGET envelope"),
-    Mark(FETCH, "local encoded = cjson.encode(rec)", "fetch: attempt fields, encode the record"),
+    Mark(FETCH, "local encoded = encode_record(rec)", "fetch: attempt fields, encode the record"),
     Mark(FETCH, "redis.call('HSET', K.state, id, encoded)", "fetch: HSET record"),
     Mark(FETCH, "redis.call('ZADD', K.active, now + lock_ms, id)", "fetch: ZADD active"),
     Mark(FETCH, "if rec.sch then", "fetch: reply, active event", after=False),

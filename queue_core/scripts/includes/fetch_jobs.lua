@@ -94,7 +94,7 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
           rec.ats = attempt
           rec.pon = now
           rec.tok = token_prefix .. ':' .. attempt
-          local encoded = cjson.encode(rec)
+          local encoded = encode_record(rec)
           redis.call('HSET', K.state, id, encoded)
           redis.call('ZADD', K.active, now + lock_ms, id)
           out[#out + 1] = id
