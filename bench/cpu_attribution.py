@@ -76,7 +76,7 @@ class HookClock:
         self.spent: Counter[str] = Counter()
         self._wrapped: list[tuple[Hook, str]] = []
         for hook in hooks:
-            names = _clocked_names(hook)
+            names = _overridden(type(hook))
             if any(vars(hook).get(name) is not None for name in names):
                 self.close()
                 raise RuntimeError(f"{type(hook).__name__} is clocked already: close() first")
@@ -161,10 +161,6 @@ def empty_like(classes: list[type[Hook]]) -> list[Hook]:
         }
         empty.append(type(cls.__name__, (Hook,), methods)())
     return empty
-
-
-def _clocked_names(hook: Hook) -> list[str]:
-    return _overridden(type(hook))
 
 
 def _overridden(own: type[Hook]) -> list[str]:

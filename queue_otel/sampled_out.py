@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan
 
-from queue_otel.finished_spans import child_context
 from queue_otel.propagation import (
     JOB_HEADER,
     TRACEPARENT,
@@ -59,14 +58,15 @@ def sampled_out_header(headers: Mapping[str, object]) -> str | None:
 
 
 class DroppedSpan(NonRecordingSpan):
-    """The span the SDK makes when its sampler drops a child of the job span, whose
-    context (``child_context`` of the decoded ``header``, with a span id from
-    ``new_span_id``) is built on first read."""
+    """The span the SDK makes when its sampler drops a child of the job span: its context
+    (``build`` of the span context decoded from ``header``) is built on first read."""
 
-    def __init__(self, header: str, new_span_id: Callable[[], int]) -> None:
+    def __init__(
+        self, header: str, build: Callable[[trace.SpanContext], trace.SpanContext]
+    ) -> None:
         # NonRecordingSpan's own __init__ would need the context now.
         self._header = header
-        self._new_span_id = new_span_id
+        self._build = build
         self._built: trace.SpanContext | None = None
 
     def get_span_context(self) -> trace.SpanContext:
@@ -76,9 +76,7 @@ class DroppedSpan(NonRecordingSpan):
                 if self._built is None:
                     parent = decode_span_context(self._header)  # valid: sampled_out_header
                     self._built = (
-                        trace.INVALID_SPAN_CONTEXT
-                        if parent is None
-                        else child_context(parent, self._new_span_id() or 1, sampled=False)
+                        trace.INVALID_SPAN_CONTEXT if parent is None else self._build(parent)
                     )
                 built = self._built
         return built

@@ -174,8 +174,8 @@ class Tracers:
 
     def dropped(self, tracer: Tracer, parent: trace.SpanContext) -> trace.Span:
         """The span the SDK makes when its sampler drops a span with this remote parent:
-        non-recording, a fresh span id, the parent's trace id and trace state."""
-        return NonRecordingSpan(child_context(parent, new_span_id(tracer) or 1, sampled=False))
+        non-recording, its context ``dropped_context``."""
+        return NonRecordingSpan(dropped_context(tracer, parent))
 
     def finished_spans(self, tracer: Tracer) -> FinishedSpans:
         """The direct recorder of finished spans for ``tracer``."""
@@ -192,10 +192,13 @@ class Tracers:
         return random.getrandbits(128) or 1, random.getrandbits(64) or 1
 
 
-def new_span_id(tracer: Tracer) -> int:
-    """A span id as ``tracer`` would choose it (its SDK id generator)."""
+def dropped_context(tracer: Tracer, parent: trace.SpanContext) -> trace.SpanContext:
+    """The context of the span ``tracer``'s SDK makes when its sampler drops a child of the
+    remote ``parent``: a fresh span id (from its id generator), the parent's trace id and
+    trace state, not sampled."""
     generator = getattr(tracer, "id_generator", None)
-    return int(generator.generate_span_id()) if generator else random.getrandbits(64)
+    span_id = int(generator.generate_span_id()) if generator else random.getrandbits(64)
+    return child_context(parent, span_id or 1, sampled=False)
 
 
 def _decisions_by_parent(sampler: Any) -> tuple[bool | None, bool | None]:
@@ -596,7 +599,7 @@ class TracingHook(Hook):
         header = sampled_out_header(job.headers)
         if header is None or not self._tracers.drop_unsampled():
             return None
-        return DroppedSpan(header, partial(new_span_id, self._tracers.main()))
+        return DroppedSpan(header, partial(dropped_context, self._tracers.main()))
 
     def _after_sampled_out(self, job: Job, token: object) -> None:
         self._read.pop(id(job), None)

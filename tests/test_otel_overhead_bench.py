@@ -37,14 +37,19 @@ class Busy(Hook):
         _burn(1)
 
 
+async def add_five(redis_url: str, name: str) -> None:
+    """Five enqueue calls, each through the registered hooks' around_enqueue."""
+    async with Queue(name, redis=redis_url) as queue:
+        for i in range(5):
+            await queue.add("x", i)
+
+
 async def test_hook_clock_counts_the_cpu_spent_in_hooks(redis_url: str) -> None:
     hook = Busy()
     clock = HookClock([hook])
     register_hook(hook)
     try:
-        async with Queue("clocked", redis=redis_url) as queue:
-            for i in range(5):
-                await queue.add("x", i)
+        await add_five(redis_url, "clocked")
     finally:
         unregister_hook(hook)
     spent = clock.take()
@@ -63,9 +68,7 @@ async def test_a_hook_clocked_again_is_counted_once(redis_url: str) -> None:
             with HookClock([hook]) as clock:
                 with pytest.raises(RuntimeError, match="clocked already"):
                     HookClock([hook])
-                async with Queue("clocked-again", redis=redis_url) as queue:
-                    for i in range(5):
-                        await queue.add("x", i)
+                await add_five(redis_url, "clocked-again")
                 rounds.append(clock.take()["Busy"])
             assert "around_enqueue" not in vars(hook)  # the class's own method again
     finally:
@@ -81,9 +84,7 @@ async def test_empty_hooks_are_called_and_clocked_as_the_ones_they_copy(redis_ur
     clock = HookClock([empty])
     register_hook(empty)
     try:
-        async with Queue("clocked-empty", redis=redis_url) as queue:
-            for i in range(5):
-                await queue.add("x", i)
+        await add_five(redis_url, "clocked-empty")
     finally:
         clock.close()
         unregister_hook(empty)

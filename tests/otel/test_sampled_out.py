@@ -17,11 +17,15 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 from queue_core import Job, Queue, Worker
 from queue_otel import sampled_out, tracing
 from queue_otel import semconv as sc
+from queue_otel.finished_spans import child_context
 from queue_otel.propagation import JOB_HEADER, decode_span_context, extract_span_context
 from queue_otel.sampled_out import DroppedSpan, sampled_out_header
 from tests.conftest import wait_counts
 from tests.otel.conftest import Telemetry
 
+# The parent-based ratio sampler users run in production, at a ratio where no trace is
+# sampled, so that counts are exact.
+NOT_SAMPLED = ParentBased(TraceIdRatioBased(0.0))
 BUILDERS = ("_process_attributes", "_process_links", "_job_attributes", "_job_links")
 JOBS = 12
 
@@ -71,9 +75,7 @@ async def test_spans_of_a_trace_not_sampled_build_nothing(
     queue: Queue,
     make_worker: Callable[..., Worker],
 ) -> None:
-    # The parent-based ratio sampler users run in production, at a ratio where no trace
-    # is sampled, so that the count is exact.
-    telemetry = instrument(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    telemetry = instrument(sampler=NOT_SAMPLED)
     seen = await run_jobs(queue, make_worker)
     assert telemetry.spans() == []
     assert builds == Counter()
@@ -129,7 +131,7 @@ async def test_a_sampled_out_attempt_decodes_no_span_context(
     queue: Queue,
     make_worker: Callable[..., Worker],
 ) -> None:
-    telemetry = instrument(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    telemetry = instrument(sampler=NOT_SAMPLED)
     await run_jobs(queue, make_worker)  # a retried attempt among them
     # The headers' text told it, and metrics asked nothing: the one context built is the
     # failed attempt's, for its warning line's trace_id (log correlation holds).
@@ -144,7 +146,7 @@ async def test_a_sampled_out_attempts_span_is_the_sdks_dropped_span_once_read(
     queue: Queue,
     make_worker: Callable[..., Worker],
 ) -> None:
-    telemetry = instrument(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    telemetry = instrument(sampler=NOT_SAMPLED)
     seen: list[tuple[Job, Any, Any, Any]] = []
 
     async def work(job: Job) -> None:
@@ -221,7 +223,10 @@ def test_only_a_plain_unsampled_trace_is_told_from_the_text(
 
 def test_threads_reading_a_dropped_span_first_see_one_context() -> None:
     ids = iter(range(1, 1000))
-    span = DroppedSpan(_traceparent(TRACE, JOB_SPAN, "00"), lambda: next(ids))
+    span = DroppedSpan(
+        _traceparent(TRACE, JOB_SPAN, "00"),
+        lambda parent: child_context(parent, next(ids), sampled=False),
+    )
     with ThreadPoolExecutor(8) as pool:
         contexts = list(pool.map(lambda _: span.get_span_context(), range(64)))
     assert all(c is contexts[0] for c in contexts)
