@@ -69,6 +69,15 @@ _log = get_logger("queue_core.worker")
 # operator after its cancellation is not cancelled again by a stale request.
 _UNCLAIMED_S = 3.0
 _UNCLAIMED_MAX = 10_000
+# The hooks told of each outcome (HookSet's attribute).
+_HOOKS_OF = {
+    "completed": "on_completed",
+    "failed": "on_failed",
+    "cancelled": "on_cancelled",
+    "retry": "on_retry_scheduled",
+    "delayed": "on_delayed",
+    "rate_limited": "on_delayed",
+}
 
 
 class JobRunner:
@@ -495,14 +504,7 @@ class JobRunner:
         if event is not None:
             event.outcome = outcome  # type: ignore[assignment]
             event.delay = delay
-        notifications = {
-            "completed": hooks.on_completed,
-            "failed": hooks.on_failed,
-            "cancelled": hooks.on_cancelled,
-            "retry": hooks.on_retry_scheduled,
-            "delayed": hooks.on_delayed,
-            "rate_limited": hooks.on_delayed,
-        }[outcome]
+        notifications = getattr(hooks, _HOOKS_OF[outcome])
         if notifications:
             await notify(
                 notifications,

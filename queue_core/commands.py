@@ -216,7 +216,9 @@ class FetchSettings:
         return f"{self.token_prefix}~{call}"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as Settled below: one of each is built per job, and a frozen dataclass's
+# __init__ costs about a microsecond more (object.__setattr__ per field).
+@dataclass(slots=True)
 class Fetched:
     now_ms: int
     rate_limit_ms: int
@@ -232,11 +234,23 @@ def parse_quarantined(flat: Sequence[bytes]) -> list[tuple[str, str]]:
 
 def parse_fetch(reply: Sequence[Any]) -> Fetched:
     """The reply of move_to_active: {now, ttl, next_due, refused, quarantined, jobs...}."""
-    now, ttl, due, refused = (int(x) for x in reply[:4])
-    quarantined = parse_quarantined(reply[4]) if reply[4] else []
-    rest = reply[5:]
-    jobs = [(rest[i].decode(), rest[i + 1], rest[i + 2]) for i in range(0, len(rest), 3)]
-    return Fetched(now, ttl, None if due < 0 else due, refused, quarantined, jobs)
+    return _fetched(reply, 0, 3)
+
+
+def _fetched(reply: Sequence[Any], first: int, rest: int) -> Fetched:
+    """The fetch part of a reply: now, ttl, next_due at ``first``..``first + 2``, then
+    refused, quarantined and the jobs from ``rest`` on (the settle reply puts the
+    settle's own fields between the two)."""
+    due = int(reply[first + 2])
+    quarantined = reply[rest + 1]
+    return Fetched(
+        int(reply[first]),
+        int(reply[first + 1]),
+        None if due < 0 else due,
+        int(reply[rest]),
+        parse_quarantined(quarantined) if quarantined else [],
+        [(reply[i].decode(), reply[i + 1], reply[i + 2]) for i in range(rest + 2, len(reply), 3)],
+    )
 
 
 _MAX_STACK_CHARS = 16_000
@@ -267,7 +281,7 @@ QUARANTINED = 3
 CANCELLED = 4  # a cancel request was pending: failed as cancelled instead (cancel.lua)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settled:
     status: int
     due_ms: int  # move_to_delayed: when the job becomes ready
@@ -277,7 +291,5 @@ class Settled:
 
 def parse_settle(reply: Sequence[Any]) -> Settled:
     """{status, now, ttl, next_due, due, record, refused, quarantined, jobs...}"""
-    status = int(reply[0])
     record = decode_record(reply[5]) if reply[5] else None
-    fetched = parse_fetch([reply[1], reply[2], reply[3], *reply[6:]])
-    return Settled(status, int(reply[4]), record, fetched)
+    return Settled(int(reply[0]), int(reply[4]), record, _fetched(reply, 1, 6))

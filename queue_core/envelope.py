@@ -105,10 +105,11 @@ def decode_envelope(raw: bytes) -> Envelope:
         if version != FORMAT_VERSION:
             raise ValueError(f"unknown envelope version {version!r}")
         headers = header.get("headers", {})
-        if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
+        if not isinstance(headers, dict):
             raise ValueError("headers must map strings to strings")
+        for key, value in headers.items():  # a loop: no generator made for a job's few
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ValueError("headers must map strings to strings")
         name, options = header["name"], header["opts"]
         if not isinstance(name, str) or not isinstance(options, dict):
             raise ValueError("name must be a string and opts an object")

@@ -60,7 +60,7 @@ KEY_NAMES: Final = (
 class QueueKeys:
     """Key names of one queue: ``<prefix>:{<queue>}:<suffix>``."""
 
-    __slots__ = ("_keys", "prefix", "queue")
+    __slots__ = ("_keys", "_selected", "prefix", "queue")
 
     def __init__(self, queue: str, prefix: str = "qc") -> None:
         self.queue = check_name(queue, "queue name")
@@ -71,12 +71,17 @@ class QueueKeys:
         self.prefix = prefix
         base = f"{prefix}:{{{queue}}}:"
         self._keys = {name: base + name for name in KEY_NAMES}
+        # A script's key list, by its names: built once, since a worker asks per call.
+        self._selected: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def __getitem__(self, name: str) -> str:
         return self._keys[name]
 
     def select(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple([self._keys[name] for name in names])
+        selected = self._selected.get(names)
+        if selected is None:
+            selected = self._selected[names] = tuple([self._keys[name] for name in names])
+        return selected
 
     def all(self) -> list[str]:
         return list(self._keys.values())

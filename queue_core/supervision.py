@@ -104,7 +104,7 @@ class RedisRetry:
 
         Each call backs off on its own: five slots meeting one fault each must not push
         the next retry of all of them out to seconds (measured in a Cluster failover)."""
-        backoff = Backoff()
+        backoff: Backoff | None = None  # made at the first fault: most calls meet none
         while True:
             try:
                 if bounded:
@@ -118,6 +118,8 @@ class RedisRetry:
                 if on_fault is not None:
                     on_fault()
                 self.fault()
+                if backoff is None:
+                    backoff = Backoff()
                 delay = backoff.next()
                 _log.warning(
                     "redis_unavailable",

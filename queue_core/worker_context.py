@@ -89,7 +89,11 @@ class WorkerContext:
         return supervisor
 
     def can_fetch(self) -> bool:
-        return self.state == "running" and asyncio.get_running_loop().time() >= self.hold_until
+        # The clock only once a hold was ever set: get_running_loop() is a getpid()
+        # system call on Python 3.11.
+        return self.state == "running" and (
+            self.hold_until == 0.0 or asyncio.get_running_loop().time() >= self.hold_until
+        )
 
     def internal(self, operation: Any) -> AbstractContextManager[object]:
         """Wrap one of the worker's own Redis calls in the ``around_internal`` hooks."""
@@ -152,11 +156,12 @@ class WorkerContext:
             )
             result = parse(reply)
             fetched = result if isinstance(result, Fetched) else result.fetched
-            self.held.update(job[0] for job in fetched.jobs)
-            for _, _, record in fetched.jobs:
-                scheduler_id = schedulers.scheduled_record(record)
-                if scheduler_id is not None:
-                    self.spawn(self._refill_ticks(scheduler_id))
+            for job_id, _, record in fetched.jobs:
+                self.held.add(job_id)
+                if schedulers.MARK in record:  # a byte search: most jobs have no scheduler
+                    scheduler_id = schedulers.scheduled_record(record)
+                    if scheduler_id is not None:
+                        self.spawn(self._refill_ticks(scheduler_id))
             return result
         finally:
             if faulted and count > 0:
