@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 import structlog
 
 from queue_core import (
@@ -282,3 +283,33 @@ def test_the_readme_example_does_what_it_says() -> None:
         check=True,
     )
     assert done.stderr == "WARNING:queue_core.worker:shown queue=emails\n"
+
+
+async def test_each_job_of_a_slot_logs_with_its_own_context(
+    records: list[logging.LogRecord],
+    queue: Queue,
+    raw: redis.asyncio.Redis,
+    make_worker: Callable[..., Worker],
+) -> None:
+    """One slot runs one job after another: a job's lines carry that job's context, never
+    the previous one's, and the worker's own lines carry none."""
+    log = get_logger("queue_core.tests")
+
+    async def process(job: Job) -> None:
+        log.info("inside")
+
+    first = await queue.add("first")
+    second = await queue.add("second")
+    corrupt = await queue.add("third")  # its envelope is not JSON: quarantined, never run
+    await raw.hset(queue.keys["jobs"], corrupt.id, b"not json\n{}")
+    async with make_worker(process, concurrency=1):
+        await wait_counts(queue, completed=2, failed=1)
+    fields = [vars(r) for r in records]
+    inside = [(f["job_id"], f["job_name"], f["attempt"]) for f in fields if f["event"] == "inside"]
+    assert inside == [(first.id, "first", 1), (second.id, "second", 1)]
+    (quarantined,) = [f for f in fields if f["event"] == "job_quarantined"]
+    assert quarantined["job_id"] == corrupt.id
+    assert quarantined["job_name"] == ""  # its name could not be read; not "second"
+    lifecycle = [f for f in fields if f["event"] in ("worker_started", "worker_stopped")]
+    assert len(lifecycle) == 2
+    assert not [f for f in lifecycle if "job_id" in f or "job_name" in f]
