@@ -15,6 +15,7 @@ import redis.asyncio
 from queue_core import (
     InvalidOptionError,
     Job,
+    JobSpec,
     OperationEvent,
     Queue,
     RateLimit,
@@ -182,6 +183,11 @@ async def test_events_can_be_turned_off_and_capped(
         await queue.add("loud", i)
     # MAXLEN ~ trims whole nodes: never fewer than asked, a little more at most.
     assert 100 <= await raw.xlen(events) < 400
+
+    # One call that appends many events (a bulk add) trims every 64th of them: the
+    # stream stays within a node (100) and 63 events of the cap.
+    await queue.add_bulk([JobSpec("bulk", i) for i in range(1000)])
+    assert 100 <= await raw.xlen(events) <= 100 + 100 + 63
 
     await queue.set_events_max_length(None)
     assert (await queue.get_config()).events_max_length == 10_000

@@ -33,6 +33,7 @@ Returns: for one group, {status, now, rate_limit_ttl_ms, next_due_ms, 0, refused
 --@include fetch_jobs
 --@include events
 --@include error_history
+--@include number_text
 
 local MAX_EVENT_VALUE_BYTES = 16384
 local GROUP = 8 -- ARGV per job
@@ -50,9 +51,9 @@ local function complete(first)
     archive_errors(K, id) -- the errors of its failed attempts stay, as history
     final = finish(K, id, rec, K.completed, rec.rcn or -1, rec.rca or -1, now, true)
     if #value <= MAX_EVENT_VALUE_BYTES then
-      emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'value', value)
+      emit(K, 'completed', 'id', id, 'attempts', number_text(rec.atm), 'value', value)
     else -- too large to copy into the stream: readers fetch it from `results` if kept
-      emit(K, 'completed', 'id', id, 'attempts', rec.atm, 'large', 1)
+      emit(K, 'completed', 'id', id, 'attempts', number_text(rec.atm), 'large', '1')
     end
   end
   return settle_reply(K, status, 0, final or rec, now, ARGV, first + 3)

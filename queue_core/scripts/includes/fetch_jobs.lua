@@ -5,6 +5,7 @@
 --@include limits
 --@include events
 --@include scheduler
+--@include number_text
 -- Move up to `max_jobs` ready jobs from `wait` to `active` under a lock token each.
 -- Returns a table {now, rate_limit_ttl_ms, next_due_ms_or_-1, refused, quarantined,
 -- id, envelope, record, ...}: `refused` counts the jobs of a newer format left in wait
@@ -75,7 +76,8 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
   local fetched, refused = 0, 0
   while fetched < allowed and refused < MAX_REFUSED_SCAN do
     -- The first `refused` members are newer-format jobs left in place: look past them.
-    local ids = redis.call('ZRANGE', K.wait, refused, refused + allowed - fetched - 1)
+    local ids = redis.call('ZRANGE', K.wait, number_text(refused),
+      number_text(refused + allowed - fetched - 1))
     if #ids == 0 then
       break
     end
@@ -101,7 +103,7 @@ local function fetch_jobs(K, now, max_jobs, token_prefix, lock_ms, limit_max, li
           out[#out + 1] = envelope
           out[#out + 1] = encoded
           fetched = fetched + 1
-          emit(K, 'active', 'id', id, 'attempt', attempt)
+          emit(K, 'active', 'id', id, 'attempt', number_text(attempt))
           if rec.sch then
             scheduler_run_taken(K, id, rec, now)
             delayed_changed = true

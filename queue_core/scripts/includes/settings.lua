@@ -16,6 +16,7 @@ local function settings(K)
       rld = tonumber(raw[4] or '0') or 0,
       evl = tonumber(raw[5] or EVENTS_DEFAULT_LENGTH) or EVENTS_DEFAULT_LENGTH,
     }
+    SETTINGS.evl_text = tostring(SETTINGS.evl) -- XADD's MAXLEN, made text once per call
   end
   return SETTINGS
 end
