@@ -600,8 +600,9 @@ def render(document: dict[str, Any], heading: str = "###") -> str:
         f"{heading}# Job events off and on",
         "",
         "queue_core records every transition of a job in its queue's events stream (an "
-        "`XADD MAXLEN ~ 10000` inside each transition's script: added, active, completed, "
-        "failed...; `QueueEvents` and `wait_until_finished` read it). The **on** column is "
+        "`XADD` inside each transition's script, capped with `MAXLEN ~ 10000`: added, "
+        "active, completed, failed...; `QueueEvents` and `wait_until_finished` read it). "
+        "The **on** column is "
         "the queue_core row above; **off** is the row *queue_core, no events*: the same code "
         "with `queue.set_events_max_length(0)`, run in the same rotation. "
         "Change and spread as above: on a shared machine throughput swings by tens of "
