@@ -355,14 +355,10 @@ def refill_ticks(scheduler_id: str, refill: Refill) -> Operation[bool]:
     )
 
 
-# In the record of every run of a scheduler (the field ``sch``).
-MARK: Final = b'"sch":'
-
-
 def scheduled_record(record: bytes) -> str | None:
     """The scheduler of a fetched job's record, or None; a byte search first, so that the
     jobs of no scheduler cost one ``in`` test."""
-    if MARK not in record:
+    if b'"sch":' not in record:
         return None
     scheduler = orjson.loads(record).get("sch")
     return scheduler if isinstance(scheduler, str) else None

@@ -158,10 +158,9 @@ class WorkerContext:
             fetched = result if isinstance(result, Fetched) else result.fetched
             for job_id, _, record in fetched.jobs:
                 self.held.add(job_id)
-                if schedulers.MARK in record:  # a byte search: most jobs have no scheduler
-                    scheduler_id = schedulers.scheduled_record(record)
-                    if scheduler_id is not None:
-                        self.spawn(self._refill_ticks(scheduler_id))
+                scheduler_id = schedulers.scheduled_record(record)
+                if scheduler_id is not None:
+                    self.spawn(self._refill_ticks(scheduler_id))
             return result
         finally:
             if faulted and count > 0:
