@@ -7,9 +7,10 @@ A private redis-server is started; ``--jobs`` jobs are bulk-enqueued first (not
 profiled), then a ``Worker`` works through them in this process while ``py-spy record``
 samples it 1,000 times a second (idle samples, the event loop waiting on Redis, are left
 out). Printed: jobs per second, the worker's CPU per job (``time.process_time``), Redis's
-CPU per job (``INFO cpu`` before and after) and its busiest commands, and the functions
-with the most self time as a share of the worker's busy samples. py-spy needs ptrace
-rights over this process (root, or ``kernel.yama.ptrace_scope`` 0).
+CPU per job (``INFO cpu`` before and after) and its busiest commands, the garbage
+collector's runs per 1,000 jobs by generation and their CPU per job (``gc.callbacks``),
+and the functions with the most self time as a share of the worker's busy samples.
+py-spy needs ptrace rights over this process (root, or ``kernel.yama.ptrace_scope`` 0).
 
 To profile another version of queue_core (e.g. before a change), put its checkout first
 on the path: ``PYTHONPATH=/tmp/old python bench/profile_worker.py``; the file profiled is
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import logging
 import os
 import re
@@ -103,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(fill(server.url, name, args.jobs))
         client.config_resetstat()
         redis_before, commands_before = redis_cpu(client), client.info("commandstats")
-        with sampled() as samples:
+        with sampled() as samples, collections_counted() as collected:
             cpu, wall = time.process_time(), time.perf_counter()
             asyncio.run(work(server.url, name, args.jobs, args.concurrency))
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -119,11 +121,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"worker CPU {cpu * per_job:.0f} us/job, Redis CPU {redis_used * per_job:.0f} us/job"
     )
     print("Redis time by command:", *commands, sep="\n  ")
+    runs = " / ".join(f"{1000 * n / args.jobs:.1f}" for n in collected.runs)
+    print(
+        f"Garbage collections per 1,000 jobs (generations 0 / 1 / 2): {runs}; "
+        f"their CPU {collected.cpu * per_job:.1f} us/job"
+    )
     total = sum(samples.values())
     print(f"Worker self time, top {args.top} of {total:,} busy samples:")
     for frame, count in samples.most_common(args.top):
         print(f"  {100 * count / total:5.1f}%  {frame}")
     return 0
+
+
+class Collected:
+    """The garbage collector's runs by generation, and the CPU they took (s)."""
+
+    def __init__(self) -> None:
+        self.runs = [0, 0, 0]
+        self.cpu = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.runs[info["generation"]] += 1
+            self.cpu += time.process_time() - self._started
+
+
+@contextmanager
+def collections_counted() -> Iterator[Collected]:
+    collected = Collected()
+    gc.callbacks.append(collected)
+    try:
+        yield collected
+    finally:
+        gc.callbacks.remove(collected)
 
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")

@@ -32,13 +32,25 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SynchronousMultiSp
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Status
 
-__all__ = ["RANDOM_TRACE_ID", "Deferred", "FinishedSpans", "child_context", "sdk_span_metrics_on"]
+from queue_otel.propagation import flags_of
+
+__all__ = [
+    "RANDOM_TRACE_ID",
+    "UNSET_STATUS",
+    "Deferred",
+    "FinishedSpans",
+    "child_context",
+    "sdk_span_metrics_on",
+]
 
 # Processors whose on_start (and on-ending step) do nothing: a span they never saw start
 # is the same span to them.
 _PLAIN_PROCESSORS: Final = (BatchSpanProcessor, SimpleSpanProcessor)
 # W3C Trace Context level 2's random-trace-id flag: the SDK keeps a parent's on a child.
 RANDOM_TRACE_ID: Final = 0x02
+# The status of a span that ended without one set, shared like the SDK's own default
+# (a Status cannot be changed once made).
+UNSET_STATUS: Final = Status()
 
 
 def child_context(parent: trace.SpanContext, span_id: int, *, sampled: bool) -> trace.SpanContext:
@@ -50,7 +62,7 @@ def child_context(parent: trace.SpanContext, span_id: int, *, sampled: bool) -> 
         parent.trace_id,
         span_id,
         is_remote=False,
-        trace_flags=trace.TraceFlags(flags),
+        trace_flags=flags_of(flags),
         trace_state=parent.trace_state,
     )
 
@@ -155,7 +167,7 @@ class FinishedSpans:
             trace_id,
             generator.generate_span_id(),
             is_remote=False,
-            trace_flags=trace.TraceFlags(flags | (RANDOM_TRACE_ID if random_id else 0)),
+            trace_flags=flags_of(flags | (RANDOM_TRACE_ID if random_id else 0)),
             trace_state=result.trace_state,
         )
         return Deferred(
@@ -178,7 +190,7 @@ class FinishedSpans:
             kind=deferred.kind,
             attributes={**deferred.attributes, **attributes},
             links=(),
-            status=Status(),
+            status=UNSET_STATUS,
             start_time=deferred.start_time,
             end_time=time.time_ns(),
         )

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Link, Status, StatusCode
 from opentelemetry.util import types
 
-from queue_otel.finished_spans import FinishedSpans, child_context
+from queue_otel.finished_spans import UNSET_STATUS, FinishedSpans, child_context
 
 __all__ = ["LightSpan", "MakeTwin", "start_light_span"]
 
@@ -145,7 +145,7 @@ class LightSpan(trace.Span):
                     kind=self._kind,
                     attributes=self._attributes,
                     links=self._links,
-                    status=Status(StatusCode.UNSET),
+                    status=UNSET_STATUS,
                     start_time=self._start_time,
                     end_time=end_time if end_time is not None else time.time_ns(),
                 )

@@ -56,6 +56,7 @@ from queue_core import (
 )
 from queue_otel import semconv as sc
 from queue_otel.finished_spans import (
+    UNSET_STATUS,
     Deferred,
     FinishedSpans,
     child_context,
@@ -68,6 +69,7 @@ from queue_otel.propagation import (
     encode_span_context,
     extract,
     extract_span_context,
+    flags_of,
     inject,
 )
 from queue_otel.sampled_out import DroppedSpan, sampled_out_header
@@ -517,7 +519,7 @@ class TracingHook(Hook):
             None, trace_id, f"job {job.name}", SpanKind.INTERNAL, {}, [Link(creation)]
         )
         sampled = result.decision.is_sampled()
-        return trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+        return flags_of(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
 
     # ------------------------------------------------------------------ worker side
 
@@ -543,12 +545,12 @@ class TracingHook(Hook):
         """Whether a scheduler's run is sampled: asked of the job tracer's sampler."""
         sampler = getattr(self._tracers.jobs(), "sampler", None)
         if sampler is None:
-            return trace.TraceFlags(trace.TraceFlags.SAMPLED)
+            return flags_of(trace.TraceFlags.SAMPLED)
         seed = f"{job.queue_name}|{job.scheduler_id}|{job.scheduled_for}|{job.manual_retries}"
-        trace_id = _context_from(seed, trace.TraceFlags(0)).trace_id
+        trace_id = _context_from(seed, flags_of(0)).trace_id
         result = sampler.should_sample(None, trace_id, f"job {job.name}", SpanKind.INTERNAL)
         sampled = result.decision.is_sampled()
-        return trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+        return flags_of(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
 
     def _producer_of(
         self, headers: Mapping[str, str]
@@ -850,7 +852,9 @@ class TracingHook(Hook):
                 kind=SpanKind.INTERNAL,
                 attributes=attributes,
                 links=links or [],
-                status=Status(StatusCode.ERROR, message or error_type) if error_type else Status(),
+                status=(
+                    Status(StatusCode.ERROR, message or error_type) if error_type else UNSET_STATUS
+                ),
                 start_time=start,
                 end_time=_job_end(job),
             )

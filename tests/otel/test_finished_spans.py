@@ -17,7 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from queue_core import Job, Queue, Worker
-from queue_otel.finished_spans import FinishedSpans
+from queue_otel.finished_spans import UNSET_STATUS, FinishedSpans
+from queue_otel.propagation import flags_of
 from queue_otel.tracing import TracingHook
 from tests.conftest import wait_counts
 from tests.otel.conftest import Telemetry
@@ -129,6 +130,22 @@ async def test_send_and_job_spans_are_recorded_directly(
     ]
     for kind in ("send", "process", "job"):
         assert len(telemetry.spans(f"{kind} {queue.name}")) == 1
+
+
+async def test_spans_share_their_flags_and_unset_status(
+    telemetry: Telemetry, queue: Queue, make_worker: Callable[..., Worker]
+) -> None:
+    # Finished spans wait in a batch processor long enough to be promoted by the garbage
+    # collector: a TraceFlags or Status made per span is one more tracked object each.
+    for _ in range(2):
+        await _finished_job(queue, make_worker)
+    spans = telemetry.spans()
+    assert len(spans) == 6  # send, process, job: twice
+    contexts = [span.context for span in spans] + [s.parent for s in spans if s.parent]
+    contexts += [link.context for span in spans for link in span.links]
+    assert len(contexts) == 14  # 6 spans, 4 parents (process and job), 4 links
+    assert [c for c in contexts if c.trace_flags is not flags_of(c.trace_flags)] == []
+    assert all(span.status is UNSET_STATUS for span in spans)
 
 
 class Counting(SpanProcessor):
