@@ -568,3 +568,29 @@ def test_lua_steps_refuses_a_mark_whose_anchor_is_gone(tmp_path: Path) -> None:
     assert "--@include step_clock\n--@include allow_when_full" in marked
     assert "step_clock(nil)\nallow_when_full(K)\nlocal now = now_ms()\n" in marked
     assert f"step_clock('call: guard, clock')\nstep_clock('{ALONE}')\n" in marked
+
+
+def test_redis_floor_runs_three_scripts_on_the_same_jobs() -> None:
+    done = _bench("bench.redis_floor", "--jobs", "300", "--rounds", "1", "--per-call", "3,1")
+    # Each script completes every job, or the run stops (checked in the script's replies).
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "300 no-op jobs x 1 rounds, calls made one at a time: Redis CPU per job (us)"
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and "jobs" not in line]
+    assert [row[0].strip() for row in rows] == ["1", "3"]
+    for row in rows:
+        off, on, least, ratio = (float(cell.strip().rstrip("x")) for cell in row[1:])
+        assert min(off, on, least) > 0 and ratio == pytest.approx(off / least, abs=0.01)
+    fits = [line.split() for line in lines if line.startswith("  ")]
+    assert [" ".join(fit[:-3]) for fit in fits] == [
+        "queue_core, events off",
+        "queue_core, events on",
+        "the least",
+    ]
+
+
+def test_redis_floor_refuses_bad_sizes() -> None:
+    done = _bench("bench.redis_floor", "--per-call", "1,many")
+    assert done.returncode == 2 and "--per-call takes whole numbers" in done.stderr
+    done = _bench("bench.redis_floor", "--per-call", "0")
+    assert done.returncode == 2 and "at least 1" in done.stderr
