@@ -221,24 +221,23 @@ class FinishedSpans:
 
 def _within(limits: SpanLimits, attributes: Mapping[str, Any], links: Sequence[trace.Link]) -> bool:
     """Whether the SDK would keep every attribute and link whole (nothing dropped or cut)."""
-    if not _fits(len(attributes), limits.max_span_attributes) or not _fits(
-        len(links), limits.max_links
+    most_attributes, most_links = limits.max_span_attributes, limits.max_links
+    if (most_attributes is not None and len(attributes) > most_attributes) or (
+        most_links is not None and len(links) > most_links
     ):
         return False
-    span_length, link_length = limits.max_span_attribute_length, limits.max_attribute_length
+    span_length = limits.max_span_attribute_length
     if span_length is not None and not _short(attributes.values(), span_length):
         return False
-    for link in links:
-        link_attributes = link.attributes or {}
-        if not _fits(len(link_attributes), limits.max_link_attributes):
-            return False
-        if link_length is not None and not _short(link_attributes.values(), link_length):
-            return False
+    if links:  # only a flow parent's links to its children carry attributes
+        link_length, most_link_attributes = limits.max_attribute_length, limits.max_link_attributes
+        for link in links:
+            link_attributes = link.attributes or {}
+            if most_link_attributes is not None and len(link_attributes) > most_link_attributes:
+                return False
+            if link_length is not None and not _short(link_attributes.values(), link_length):
+                return False
     return True
-
-
-def _fits(count: int, limit: int | None) -> bool:
-    return limit is None or count <= limit
 
 
 def _short(values: Any, limit: int) -> bool:

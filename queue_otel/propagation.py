@@ -30,11 +30,13 @@ from queue_core import get_logger
 __all__ = [
     "JOB_HEADER",
     "decode_span_context",
+    "encode_ids",
     "encode_span_context",
     "extract",
     "extract_span_context",
     "flags_of",
     "inject",
+    "inject_span",
     "plain_traceparent",
     "w3c_fast_path",
 ]
@@ -73,6 +75,18 @@ def inject(headers: dict[str, str], context: Context, *, with_baggage: bool) -> 
     if not with_baggage:
         context = baggage.clear(context)
     propagate.inject(headers, context=context)
+
+
+def inject_span(headers: dict[str, str], span: trace.Span, *, with_baggage: bool) -> None:
+    """``inject`` of the current context with ``span`` in it, its common case written
+    straight from the span's context (a new context would be built and read back)."""
+    if not with_baggage and _w3c_propagator():
+        span_context = span.get_span_context()
+        if not span_context.trace_state:
+            if span_context.is_valid:
+                headers[TRACEPARENT] = _traceparent(span_context)
+            return
+    inject(headers, trace.set_span_in_context(span), with_baggage=with_baggage)
 
 
 def extract(headers: Mapping[str, object], *, with_baggage: bool) -> Context:
@@ -137,6 +151,11 @@ def _extract(headers: Mapping[str, object], *, with_baggage: bool) -> Context:
 
 def encode_span_context(span_context: trace.SpanContext) -> str:
     return _traceparent(span_context)
+
+
+def encode_ids(trace_id: int, span_id: int, flags: int) -> str:
+    """``encode_span_context`` of the context with these ids and flags, not built."""
+    return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
 
 
 def decode_span_context(value: object) -> trace.SpanContext | None:

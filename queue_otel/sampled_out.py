@@ -32,7 +32,9 @@ from queue_otel.propagation import (
 __all__ = ["DroppedSpan", "sampled_out_header"]
 
 _TRACE_ID = slice(3, 35)  # in a version-00 traceparent: 00-<trace id>-<span id>-<flags>
-_FLAGS = slice(53, 55)
+# The flags' second hex digit holds the sampled bit (0x01): even digits leave it unset.
+_LAST_FLAGS_DIGIT = slice(54, 55)
+_NOT_SAMPLED = frozenset("02468ace")
 _LOCK = threading.Lock()  # taken once per span, when its context is first built
 
 
@@ -47,12 +49,13 @@ def sampled_out_header(headers: Mapping[str, object]) -> str | None:
         isinstance(job_value, str)
         and isinstance(parent_value, str)
         and job_value[_TRACE_ID] == parent_value[_TRACE_ID]
+        # A sampled trace is told by one character of each, before any full check.
+        and job_value[_LAST_FLAGS_DIGIT] in _NOT_SAMPLED
+        and parent_value[_LAST_FLAGS_DIGIT] in _NOT_SAMPLED
         and plain_traceparent(job_value)
         and plain_traceparent(parent_value)
         and w3c_fast_path(headers)
     ):
-        return None
-    if (int(job_value[_FLAGS], 16) | int(parent_value[_FLAGS], 16)) & trace.TraceFlags.SAMPLED:
         return None
     return job_value
 

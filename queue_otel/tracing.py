@@ -66,11 +66,11 @@ from queue_otel.light_spans import LightSpan, start_light_span
 from queue_otel.propagation import (
     JOB_HEADER,
     decode_span_context,
-    encode_span_context,
+    encode_ids,
     extract,
     extract_span_context,
     flags_of,
-    inject,
+    inject_span,
 )
 from queue_otel.sampled_out import DroppedSpan, sampled_out_header
 from queue_otel.scope import After
@@ -186,12 +186,22 @@ class Tracers:
             known = self._finished[id(tracer)] = (tracer, FinishedSpans(tracer))
         return known[1]
 
-    def new_ids(self) -> tuple[int, int]:
-        jobs = self.jobs()
-        generator = getattr(jobs, "id_generator", None)
-        if isinstance(generator, _PresetIds):
-            return int(generator.inner.generate_trace_id()), int(generator.inner.generate_span_id())
-        return random.getrandbits(128) or 1, random.getrandbits(64) or 1
+    def _own_generator(self) -> Any:
+        """The job tracer's own id generator (under its preset-ids wrapper), or None."""
+        generator = getattr(self.jobs(), "id_generator", None)
+        return generator.inner if isinstance(generator, _PresetIds) else None
+
+    def new_trace_id(self) -> int:
+        generator = self._own_generator()
+        if generator is None:
+            return random.getrandbits(128) or 1
+        return int(generator.generate_trace_id())
+
+    def new_span_id(self) -> int:
+        generator = self._own_generator()
+        if generator is None:
+            return random.getrandbits(64) or 1
+        return int(generator.generate_span_id())
 
 
 def dropped_context(tracer: Tracer, parent: trace.SpanContext) -> trace.SpanContext:
@@ -488,25 +498,21 @@ class TracingHook(Hook):
     def _stamp(self, job: EnqueuedJob, creation: trace.Span) -> None:
         """Write the creation context and the job span's context into the job's headers."""
         creation_context = creation.get_span_context()
-        inject(
-            job.headers,
-            trace.set_span_in_context(creation),
-            with_baggage=self._settings.propagate_baggage,
-        )
+        inject_span(job.headers, creation, with_baggage=self._settings.propagate_baggage)
         if not creation_context.is_valid or self._tracers.jobs() is None:
             return
-        trace_id, span_id = self._tracers.new_ids()
-        flags = creation_context.trace_flags
         own_trace = (
             self._settings.trace_mode == "link"
             or job.options.delay >= self._settings.new_trace_after
         )
         if own_trace:
+            trace_id = self._tracers.new_trace_id()
+            span_id = self._tracers.new_span_id()
             flags = self._sampling_flags(trace_id, job, creation_context)
         else:
-            trace_id = creation_context.trace_id
-        job_context = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
-        job.headers[JOB_HEADER] = encode_span_context(job_context)
+            trace_id, flags = creation_context.trace_id, creation_context.trace_flags
+            span_id = self._tracers.new_span_id()
+        job.headers[JOB_HEADER] = encode_ids(trace_id, span_id, flags)
 
     def _sampling_flags(
         self, trace_id: int, job: EnqueuedJob, creation: trace.SpanContext
@@ -745,11 +751,7 @@ class TracingHook(Hook):
         )
         if event.operation == "upsert_scheduler":  # its runs link back to this span
             headers: dict[str, str] = {}
-            inject(
-                headers,
-                trace.set_span_in_context(span),
-                with_baggage=self._settings.propagate_baggage,
-            )
+            inject_span(headers, span, with_baggage=self._settings.propagate_baggage)
             event.headers = headers
         try:
             with trace.use_span(span, end_on_exit=False):

@@ -15,14 +15,19 @@ from queue_otel.propagation import (
     JOB_HEADER,
     MAX_VALUE_CHARS,
     decode_span_context,
+    encode_ids,
     encode_span_context,
     extract,
     inject,
+    inject_span,
 )
 from tests.conftest import wait_counts
 from tests.otel.conftest import Telemetry
 
 SPAN = trace.SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=trace.TraceFlags(1))
+WITH_STATE = trace.SpanContext(
+    0xABC, 0xDEF, is_remote=False, trace_state=trace.TraceState([("vendor", "v1")])
+)
 
 
 def with_span_and_baggage() -> Context:
@@ -70,6 +75,39 @@ def test_job_span_context_codec_is_strict() -> None:
     for bad in (None, 5, "", encoded.upper(), encoded + "0", "01" + encoded[2:],
                 f"00-{0:032x}-{1:016x}-01", f"00-{1:032x}-{0:016x}-01"):  # fmt: skip
         assert decode_span_context(bad) is None, bad
+
+
+@pytest.mark.parametrize("with_baggage", [False, True])
+@pytest.mark.parametrize("span_context", [SPAN, WITH_STATE, trace.INVALID_SPAN_CONTEXT])
+@pytest.mark.parametrize("propagator", ["w3c", "custom"])
+def test_inject_span_writes_what_inject_writes(
+    span_context: trace.SpanContext, with_baggage: bool, propagator: str
+) -> None:
+    """The direct path (a W3C propagator, no trace state, no baggage) and the generic one
+    give the same headers as ``inject`` of the current context with the span in it."""
+    previous = propagate.get_global_textmap()
+    if propagator == "custom":
+        propagate.set_global_textmap(HeaderPropagator())
+    token = context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        span = trace.NonRecordingSpan(span_context)
+        direct: dict[str, str] = {}
+        inject_span(direct, span, with_baggage=with_baggage)
+        generic: dict[str, str] = {}
+        inject(generic, trace.set_span_in_context(span), with_baggage=with_baggage)
+    finally:
+        context.detach(token)
+        propagate.set_global_textmap(previous)
+    assert direct == generic
+    if propagator == "w3c" and span_context is SPAN:
+        assert direct["traceparent"] == encode_span_context(SPAN)
+
+
+def test_encode_ids_is_the_codec_of_the_same_context() -> None:
+    for trace_id, span_id, flags in ((0xABC, 0xDEF, 1), (2**128 - 1, 2**64 - 1, 0), (1, 1, 3)):
+        built = trace.SpanContext(trace_id, span_id, is_remote=True,
+                                  trace_flags=trace.TraceFlags(flags))  # fmt: skip
+        assert encode_ids(trace_id, span_id, flags) == encode_span_context(built)
 
 
 class HeaderPropagator(TextMapPropagator):

@@ -188,6 +188,15 @@ SPAN, JOB_SPAN = "00f067aa0ba902b7", "b7ad6b7169203331"
     [
         ({"traceparent": _traceparent(TRACE, SPAN, "00"),
           JOB_HEADER: _traceparent(TRACE, JOB_SPAN, "00")}, True),
+        # Other flags count only by their sampled bit (W3C level 2's random-id flag: 02).
+        ({"traceparent": _traceparent(TRACE, SPAN, "02"),
+          JOB_HEADER: _traceparent(TRACE, JOB_SPAN, "fe")}, True),
+        ({"traceparent": _traceparent(TRACE, SPAN, "03"),
+          JOB_HEADER: _traceparent(TRACE, JOB_SPAN, "02")}, False),
+        ({"traceparent": _traceparent(TRACE, SPAN, "02"),
+          JOB_HEADER: _traceparent(TRACE, JOB_SPAN, "0b")}, False),
+        ({"traceparent": _traceparent(TRACE, SPAN, "02"),
+          JOB_HEADER: _traceparent(TRACE, JOB_SPAN, "0E")}, False),
         # Anything else is decoded as before: a sampled producer or job span...
         ({"traceparent": _traceparent(TRACE, SPAN, "01"),
           JOB_HEADER: _traceparent(TRACE, JOB_SPAN, "00")}, False),
