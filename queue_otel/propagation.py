@@ -66,12 +66,10 @@ def flags_of(value: int) -> trace.TraceFlags:
 
 
 def inject(headers: dict[str, str], context: Context, *, with_baggage: bool) -> None:
-    if not with_baggage and _w3c_propagator():
-        span_context = trace.get_current_span(context).get_span_context()
-        if not span_context.trace_state:
-            if span_context.is_valid:
-                headers[TRACEPARENT] = _traceparent(span_context)
-            return
+    if not with_baggage and _written_directly(
+        headers, trace.get_current_span(context).get_span_context()
+    ):
+        return
     if not with_baggage:
         context = baggage.clear(context)
     propagate.inject(headers, context=context)
@@ -80,13 +78,19 @@ def inject(headers: dict[str, str], context: Context, *, with_baggage: bool) -> 
 def inject_span(headers: dict[str, str], span: trace.Span, *, with_baggage: bool) -> None:
     """``inject`` of the current context with ``span`` in it, its common case written
     straight from the span's context (a new context would be built and read back)."""
-    if not with_baggage and _w3c_propagator():
-        span_context = span.get_span_context()
-        if not span_context.trace_state:
-            if span_context.is_valid:
-                headers[TRACEPARENT] = _traceparent(span_context)
-            return
+    if not with_baggage and _written_directly(headers, span.get_span_context()):
+        return
     inject(headers, trace.set_span_in_context(span), with_baggage=with_baggage)
+
+
+def _written_directly(headers: dict[str, str], span_context: trace.SpanContext) -> bool:
+    """Write the common case (a W3C propagator, no trace state; baggage left out by the
+    caller) straight from the span context; False when the generic path must write it."""
+    if span_context.trace_state or not _w3c_propagator():
+        return False
+    if span_context.is_valid:
+        headers[TRACEPARENT] = _traceparent(span_context)
+    return True
 
 
 def extract(headers: Mapping[str, object], *, with_baggage: bool) -> Context:
@@ -164,10 +168,7 @@ def decode_span_context(value: object) -> trace.SpanContext | None:
 
 
 def _traceparent(span_context: trace.SpanContext) -> str:
-    return (
-        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-        f"{int(span_context.trace_flags):02x}"
-    )
+    return encode_ids(span_context.trace_id, span_context.span_id, span_context.trace_flags)
 
 
 def _parse_traceparent(value: str, flags_mask: int = 0xFF) -> trace.SpanContext | None:
